@@ -1,0 +1,107 @@
+"""A small base for backends: the calls that follow from the others, and argument checks.
+
+Backends are free not to use it; the contract is :class:`queuekit.Queue`. What lives here is
+only what would otherwise be written the same way in every backend.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Generic, TypeVar
+
+from typing_extensions import Self
+
+from ._errors import QueueClosed
+
+__all__ = ["QueueBase", "check_batch_fits", "check_max_items", "deadline", "remaining"]
+
+T = TypeVar("T")
+
+
+def deadline(block: bool, timeout: float | None) -> float | None:
+    """The monotonic time a blocking call gives up, per the contract's case analysis.
+
+    ``None`` means wait forever. A non-blocking call gets "now", so the caller tries once and
+    gives up; its ``timeout`` is ignored. A negative timeout on a blocking call is refused.
+    """
+    if not block:
+        return time.monotonic()
+    if timeout is None:
+        return None
+    if timeout < 0:
+        raise ValueError(f"'timeout' must be a non-negative number or None, not {timeout!r}")
+    return time.monotonic() + timeout
+
+
+def remaining(end: float | None) -> float | None:
+    """Seconds left until ``end`` (never negative); ``None`` stays "forever"."""
+    if end is None:
+        return None
+    return max(0.0, end - time.monotonic())
+
+
+def check_max_items(max_items: int) -> None:
+    if isinstance(max_items, bool) or not isinstance(max_items, int):
+        raise TypeError(f"'max_items' must be an int, not {type(max_items).__name__}")
+    if max_items < 1:
+        raise ValueError(f"'max_items' must be at least 1, not {max_items}")
+
+
+def check_batch_fits(count: int, maxsize: int) -> None:
+    if 0 < maxsize < count:
+        raise ValueError(
+            f"a batch of {count} items can never fit a queue of maxsize={maxsize}; "
+            f"split it into batches of at most {maxsize}"
+        )
+
+
+class QueueBase(Generic[T]):
+    """Derived calls of the contract, built on ``put``, ``get``, ``qsize`` and ``close``."""
+
+    _closed: bool = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise QueueClosed(f"{self!r} is closed; open the queue again to keep using it")
+
+    # These four are provided by the backend.
+    @property
+    def maxsize(self) -> int:
+        raise NotImplementedError
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        raise NotImplementedError
+
+    def qsize(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closed = True
+
+    def put_nowait(self, item: T) -> None:
+        self.put(item, block=False)
+
+    def get_nowait(self) -> T:
+        return self.get(block=False)
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= self.qsize()
+
+    def __enter__(self) -> Self:
+        self._check_open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
