@@ -1,0 +1,3 @@
+"""Conformance checks (being written)."""
+
+from __future__ import annotations

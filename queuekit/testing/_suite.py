@@ -1,0 +1,40 @@
+"""The conformance suite as a pytest class, for third parties' own test suites."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings as Settings
+
+from . import _load_checks
+from ._checks import CHECKS, Check, NotApplicable, Target, target_for_url
+from ._profiles import CI_PROFILE
+
+__all__ = ["QueueConformance"]
+
+_load_checks()
+
+
+class QueueConformance:
+    """Subclass this in a test module and give it a ``queue_url`` fixture.
+
+    Every check becomes one test, ``test_conformance[tier/property]``. To test a backend that
+    has no URL, override the ``queue_target`` fixture to return a :class:`Target` built from a
+    function that opens fresh queues. ``--queuekit-profile`` chooses the Hypothesis profile
+    (``queuekit-ci`` by default, ``queuekit-heavy`` for a longer search).
+    """
+
+    @pytest.fixture
+    def queue_target(self, request: pytest.FixtureRequest, queue_url: str) -> Target:
+        profile = CI_PROFILE
+        try:
+            profile = request.config.getoption("queuekit_profile") or CI_PROFILE
+        except ValueError:  # the plugin is disabled
+            pass
+        return target_for_url(queue_url, Settings.get_profile(profile))
+
+    @pytest.mark.parametrize("conformance_check", CHECKS, ids=str)
+    def test_conformance(self, conformance_check: Check, queue_target: Target) -> None:
+        try:
+            conformance_check.func(queue_target)
+        except NotApplicable as exc:
+            pytest.skip(f"not applicable: {exc}")
