@@ -45,7 +45,7 @@ QueueOpener = Callable[..., Queue[Any]]
 :func:`queuekit.open`."""
 
 
-class NotApplicable(Exception):  # noqa: N818 - reads as a verdict, not an error
+class NotApplicable(Exception):
     """Raised by a check that the backend's declared capabilities put out of scope."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import settings as Settings
 
@@ -26,10 +28,8 @@ class QueueConformance:
     @pytest.fixture
     def queue_target(self, request: pytest.FixtureRequest, queue_url: str) -> Target:
         profile = CI_PROFILE
-        try:
+        with contextlib.suppress(ValueError):  # ValueError: the plugin is disabled
             profile = request.config.getoption("queuekit_profile") or CI_PROFILE
-        except ValueError:  # the plugin is disabled
-            pass
         return target_for_url(queue_url, Settings.get_profile(profile))
 
     @pytest.mark.parametrize("conformance_check", CHECKS, ids=str)
