@@ -11,6 +11,7 @@ start method). A check that does not apply to a backend's declared capabilities 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 
 from hypothesis import settings as Settings
 
+from .._errors import SerializationError
 from .._protocol import Capabilities, Queue
 from .._registry import open as open_url
 from .._urls import parse_url
@@ -33,6 +35,7 @@ __all__ = [
     "QueueOpener",
     "Report",
     "Target",
+    "call_with_watchdog",
     "check",
     "run_conformance",
     "target_for_url",
@@ -60,6 +63,7 @@ class Target:
     """The URL, when the target was given as one (cross-process checks reopen nothing, but
     report it)."""
     _capabilities: Capabilities | None = field(default=None, repr=False)
+    _items_as_bytes: bool | None = field(default=None, repr=False)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -67,6 +71,18 @@ class Target:
             with self.queue() as q:
                 self._capabilities = q.capabilities
         return self._capabilities
+
+    def item(self, n: int) -> Any:
+        """A distinct test item for ``n``: the int itself, or its digits as bytes when the
+        backend was opened with a bytes-only serializer (``serializer=raw``)."""
+        if self._items_as_bytes is None:
+            with self.queue() as q:
+                try:
+                    q.put_nowait(0)
+                    self._items_as_bytes = False
+                except SerializationError:
+                    self._items_as_bytes = True
+        return str(n).encode() if self._items_as_bytes else n
 
     @contextlib.contextmanager
     def queue(self, **options: Any) -> Iterator[Queue[Any]]:
@@ -162,6 +178,28 @@ class Report:
         if self.failed:
             lines.append("broken properties: " + ", ".join(r.check.name for r in self.failed))
         return "\n".join(lines)
+
+
+def call_with_watchdog(func: Callable[[], Any], seconds: float, what: str) -> Any:
+    """``func()``, run in a helper thread so a call that blocks for good fails the check
+    (naming ``what``) instead of hanging the suite. The stuck thread is left as a daemon."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, func()))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, daemon=True, name=f"queuekit-watchdog: {what}")
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        raise AssertionError(f"{what} was still blocked after {seconds:g}s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _first_line(exc: BaseException) -> str:
