@@ -81,8 +81,12 @@ class QueueURL:
 
 
 def _mask(text: str) -> str:
-    """``text`` with any ``user:password@`` part masked, for errors about unparsable URLs."""
-    return re.sub(r"(://[^/@:?#]*:)[^@/?#]*@", r"\1" + MASK + "@", text)
+    """``text`` with any ``user:password@`` part masked, for errors about unparsable URLs.
+
+    The mask runs to the last ``@``: an unencoded ``/ ? # @`` in a password is a usual reason
+    a URL does not parse, so it may hide more than the password, never less.
+    """
+    return re.sub(r"(://[^/@:?#]*:).*@", r"\1" + MASK + "@", text, flags=re.DOTALL)
 
 
 def parse_url(url: str | QueueURL) -> QueueURL:
@@ -98,8 +102,10 @@ def parse_url(url: str | QueueURL) -> QueueURL:
             f"{shown!r} is not a queue URL: expected SCHEME://..., for example memory:// or "
             "mp:// (see docs/urls.md)"
         )
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
-        raise InvalidURL(f"{shown!r}: a queue URL may not contain spaces or control characters")
+    if any(ch.isspace() or ord(ch) < 32 or 0xD800 <= ord(ch) < 0xE000 for ch in url):
+        raise InvalidURL(
+            f"{shown!r}: a queue URL may not contain spaces, control characters or invalid Unicode"
+        )
     try:
         parts = urlsplit(url)
         password = parts.password
