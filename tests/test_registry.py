@@ -141,10 +141,9 @@ def _install_plugin(root: Path, scheme: str, target: str) -> None:
 
 
 def _run(code: str, root: Path) -> list[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-    }
+    # No empty entry: an empty PYTHONPATH entry would put the working directory on sys.path.
+    paths = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
