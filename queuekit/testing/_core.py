@@ -61,6 +61,19 @@ def settle_qsize(q: Queue[Any], caps: Capabilities, expected: int) -> int:
     return size
 
 
+def take(q: Queue[Any], count: int, what: str = "items put") -> list[Any]:
+    """``count`` items that must be in ``q``; a missing one fails as lost, not as Empty."""
+    got: list[Any] = []
+    try:
+        while len(got) < count:
+            got.extend(q.get_many(count - len(got), timeout=PATIENCE))
+    except Empty:
+        raise AssertionError(
+            f"only {len(got)} of {count} {what} came back within {PATIENCE:g}s: items were lost"
+        ) from None
+    return got
+
+
 @check("fresh-queue-per-open", tier="core")
 def fresh_queue_per_open(target: Target) -> None:
     """Every open gives a fresh, empty queue (the suite relies on it)."""
@@ -113,7 +126,7 @@ def fifo_order(target: Target) -> None:
     with target.queue() as q:
         for item in items:
             q.put(item)
-        got = [q.get(timeout=PATIENCE) for _ in items]
+        got = [take(q, 1)[0] for _ in items]
         assert got == items, f"items came out as {got[:8]}..., not in the order put {items[:8]}..."
 
 
@@ -144,9 +157,9 @@ def maxsize_bound(target: Target) -> None:
         q.put_nowait(target.item(2))
         expect_outcome(lambda: q.put_nowait(target.item(3)), Full, "put_nowait() at maxsize=2")
         expect_outcome(lambda: q.put(target.item(3), timeout=SHORT), Full, "put(timeout) at max")
-        assert q.get(timeout=PATIENCE) == target.item(1), "FIFO broken on a bounded queue"
+        assert take(q, 1)[0] == target.item(1), "FIFO broken on a bounded queue"
         q.put_nowait(target.item(3))
-        got = [q.get(timeout=PATIENCE), q.get(timeout=PATIENCE)]
+        got = [take(q, 1)[0], take(q, 1)[0]]
         assert got == [target.item(2), target.item(3)], f"got {got} after freeing a slot"
 
 
@@ -156,8 +169,8 @@ def task_done_join(target: Target) -> None:
     with target.queue() as q:
         call_with_watchdog(lambda: q.join(), PATIENCE, "join() on a queue never used")
         q.put_many([target.item(1), target.item(2)])
-        q.get(timeout=PATIENCE)
-        q.get(timeout=PATIENCE)
+        take(q, 1)[0]
+        take(q, 1)[0]
         expect_outcome(
             lambda: q.join(timeout=SHORT), JoinTimeout, "join(timeout) with 2 open tasks"
         )
@@ -186,7 +199,7 @@ def shutdown_semantics(target: Target) -> None:
             lambda: q.put_nowait(target.item(3)), ShutDown, "put on a full shut-down queue"
         )
         expect_outcome(lambda: q.put_many([]), ShutDown, "put_many([]) after shutdown")
-        assert q.get(timeout=PATIENCE) == target.item(1), "a graceful shutdown lost queued items"
+        assert take(q, 1)[0] == target.item(1), "a graceful shutdown lost queued items"
         q.shutdown(immediate=True)
         expect_outcome(q.get_nowait, ShutDown, "get_nowait() after shutdown(immediate=True)")
         assert settle_qsize(q, target.capabilities, 0) == 0, "immediate shutdown left items"

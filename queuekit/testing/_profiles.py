@@ -1,14 +1,16 @@
 """Hypothesis settings profiles for the conformance suite.
 
 ``queuekit-ci`` is derandomized and sized so a backend's whole suite runs in about a minute on
-two cores: the same examples on every run, so CI is repeatable. ``queuekit-heavy`` explores
-far more, with fresh randomness, for local runs before a release. Registering a profile loads
-nothing: the suite passes the chosen profile to each check explicitly.
+two cores: the same examples on every run, so CI is repeatable. It does not shrink: against a
+broken backend a shrink step can wait out a watchdog many times over, and each check's first
+failure already names the property and the queue's state. ``queuekit-heavy`` explores far
+more, with fresh randomness, and shrinks failures to a minimal example, for local runs.
+Registering a profile loads nothing: the suite passes the chosen profile to each check.
 """
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 __all__ = ["CI_PROFILE", "HEAVY_PROFILE", "PROFILES"]
 
@@ -25,6 +27,8 @@ settings.register_profile(
     deadline=None,
     max_examples=25,
     stateful_step_count=40,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    report_multiple_bugs=False,
     suppress_health_check=_slow_ok,
     print_blob=False,
 )
@@ -33,6 +37,7 @@ settings.register_profile(
     deadline=None,
     max_examples=400,
     stateful_step_count=120,
+    report_multiple_bugs=False,
     suppress_health_check=_slow_ok,
     print_blob=True,
 )
