@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from thirdparty.dequeq import DequeQueue, open_queue
-from thirdparty.lifo import open_lifo
 
 import queuekit
 from queuekit import _registry
@@ -63,6 +62,9 @@ def test_registered_by_hand_it_passes_every_tier() -> None:
 
 
 def test_the_suite_tells_the_broken_lifo_variant_apart() -> None:
+    # Imported here, under the isolated registry, since importing it registers lifo://.
+    from thirdparty.lifo import open_lifo
+
     queuekit.register_backend("lifo", open_lifo, replace=True)
     fifo_checks = [c.name for c in CHECKS if c.tier == "core" and "fifo" in c.name]
     assert fifo_checks, "expected a core check about FIFO order"
