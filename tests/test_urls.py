@@ -331,22 +331,34 @@ def test_unknown_backend_is_an_invalid_url() -> None:
 # --- Anything in, only InvalidURL or a queue out ----------------------------------------
 
 _URL_CHARS = string.ascii_letters + string.digits + ":/?#[]@!$&'()*+,;=%-._~ \t\x00é"
-_values = st.text(alphabet=_URL_CHARS, max_size=12)
-_query = st.lists(
-    st.tuples(st.sampled_from(["maxsize", "serializer", "bogus", ""]), _values), max_size=3
-).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs))
-_urls = st.one_of(
-    st.text(max_size=40),
-    st.text(alphabet=_URL_CHARS, max_size=40),
-    st.builds(
-        lambda scheme, userinfo, location, query: (
-            f"{scheme}://{userinfo}{location}" + (f"?{query}" if query else "")
-        ),
-        st.sampled_from(["memory", "MEMORY", "mp", "memroy", "reddis", "x"]),
-        st.sampled_from(["", "u@", f"u:{PASSWORD}@", ":@"]),
-        _values,
-        _query,
+_text = st.text(alphabet=_URL_CHARS, max_size=12)
+# Half plausible, half noise: enough URLs open that the success path is exercised too.
+_values = st.sampled_from(["", "0", "3", "-1", "json", "pickle", "raw", "none", "yes"]) | _text
+_query = st.dictionaries(
+    st.sampled_from(["maxsize", "serializer", "bogus", ""]), _values, max_size=2
+).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs.items()))
+_structured = st.builds(
+    lambda scheme, userinfo, location, query: (
+        f"{scheme}://{userinfo}{location}" + (f"?{query}" if query else "")
     ),
+    st.sampled_from(["memory", "memory", "mp", "mp", "MEMORY", "memroy", "reddis", "x"]),
+    st.sampled_from(["", "", "", "u@", f"u:{PASSWORD}@", ":@"]),
+    st.sampled_from(["", "jobs"]) | _text,
+    _query,
+)
+_plausible = st.builds(
+    lambda scheme, options: f"{scheme}://?" + "&".join(f"{k}={v}" for k, v in options.items()),
+    st.sampled_from(["memory", "mp"]),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "maxsize": st.sampled_from(["0", "3", "-1", "+2", "x"]),
+            "serializer": st.sampled_from(["json", "pickle", "raw", "none", ""]),
+        },
+    ),
+)
+_urls = st.one_of(
+    _plausible, _structured, st.text(max_size=40), st.text(alphabet=_URL_CHARS, max_size=40)
 )
 
 
