@@ -271,11 +271,11 @@ class MPQueue(QueueBase[T]):
         received: list[bytes] = []
         while len(received) < claimed:
             # Patience restarts with each message: a long batch of large items may take a while.
-            give_up = None if end is None else max(end, time.monotonic() + IN_FLIGHT_GRACE)
+            wait = IN_FLIGHT_GRACE if end is None else max(IN_FLIGHT_GRACE, end - time.monotonic())
             try:
-                received.append(self._q.get(True, remaining(give_up) or IN_FLIGHT_GRACE))
+                received.append(self._q.get(True, wait))
             except _stdlib_queue.Empty:
-                if give_up is None and not self._is_shut_down():
+                if end is None and not self._is_shut_down():
                     continue
                 break
         return received
