@@ -106,7 +106,8 @@ def _get_until_shut_down(q: MPQueue[Any], ready: Any, woke: Any) -> None:
         woke.set()
 
 
-def _wait_in(q: MPQueue[Any], call: str, ready: Any) -> None:
+def _wait_in(q: MPQueue[Any], call: str, go: Any, ready: Any) -> None:
+    go.wait(LONG)
     ready.set()
     if call == "get":
         q.get()
@@ -116,7 +117,8 @@ def _wait_in(q: MPQueue[Any], call: str, ready: Any) -> None:
         q.join()
 
 
-def _put_batch(q: MPQueue[str], started: Any, done: Any) -> None:
+def _put_batch(q: MPQueue[str], go: Any, started: Any, done: Any) -> None:
+    go.wait(LONG)
     started.set()
     q.put_many(["x", "y"], timeout=LONG)
     done.set()
@@ -234,11 +236,15 @@ def test_shutdown_wakes_a_getter_blocked_in_another_process(
 @pytest.mark.parametrize("call", ["get", "put", "join"])
 def test_a_waiter_killed_while_blocked_does_not_wedge_the_queue(call: str) -> None:
     # multiprocessing.Condition would hang the next notify forever, with the lock held.
+    ctx = multiprocessing.get_context("fork")
     q: MPQueue[Any] = MPQueue(maxsize=1)
-    ready = multiprocessing.get_context("fork").Event()
-    if call in ("put", "join"):
-        q.put("held")
-    with running("fork", _wait_in, q, call, ready) as child:
+    go, ready = ctx.Event(), ctx.Event()
+    # Children are forked before the parent's first put starts a feeder thread, as forking a
+    # process with threads is unsafe (and Python 3.12+ warns about it).
+    with running("fork", _wait_in, q, call, go, ready) as child:
+        if call in ("put", "join"):
+            q.put("held")
+        go.set()
         assert ready.wait(LONG)
         time.sleep(0.3)  # let the child block
         child.kill()
@@ -262,9 +268,10 @@ def test_a_batch_is_all_or_nothing_while_it_waits_in_another_process(
 ) -> None:
     ctx = multiprocessing.get_context("fork")
     q = opened("mp://?maxsize=3")
-    q.put_many(["a", "b"])
-    started, done = ctx.Event(), ctx.Event()
-    with running("fork", _put_batch, q, started, done):
+    go, started, done = ctx.Event(), ctx.Event(), ctx.Event()
+    with running("fork", _put_batch, q, go, started, done):
+        q.put_many(["a", "b"])
+        go.set()
         assert started.wait(LONG)
         time.sleep(0.3)  # let the child block in put_many: one free slot, two items
         assert not done.is_set(), "put_many returned although its batch did not fit"
