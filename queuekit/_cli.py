@@ -178,8 +178,12 @@ def _parser() -> argparse.ArgumentParser:
         description=f"Run the conformance suite against URL (needs {INSTALL_HINT}).",
     )
     conf.add_argument("url", metavar="URL", help="e.g. memory:// or mp://")
-    conf.add_argument("--tier", action="append", metavar="T", help="run only this tier")
-    conf.add_argument("--check", action="append", metavar="NAME", help="run only this check")
+    conf.add_argument(
+        "--tier", action="append", metavar="T", help="run only this tier (repeatable)"
+    )
+    conf.add_argument(
+        "--check", action="append", metavar="NAME", help="run only this check (repeatable)"
+    )
     conf.add_argument(
         "--profile",
         default="queuekit-ci",
