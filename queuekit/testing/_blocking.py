@@ -150,18 +150,26 @@ def still_blocked(calls: Iterable[Call], until: str) -> None:
             raise AssertionError(f"{call.label} {call.outcome()} instead of waiting {until}")
 
 
-def woken(calls: Iterable[Call], since: float, event: str) -> list[Any]:
-    """What each call returned once ``event`` (done at ``since``) woke it; and that the fastest
-    came promptly."""
+def woken(
+    calls: Iterable[Call], since: float, event: str, raises: type[BaseException] | None = None
+) -> list[Any]:
+    """What each call returned once ``event`` (done at ``since``) woke it, or that it raised
+    ``raises``; and that the first to wake did so promptly."""
     calls = list(calls)
-    deadline = since + WAKE
     for call in calls:
-        call.finish(deadline - time.monotonic(), f"of {event}")
-    fastest = min(call.ended - since for call in calls)
+        call.wait(since + WAKE - time.monotonic())
+    for call in calls:
+        if call.running:
+            raise AssertionError(f"{call.label} did not return within {WAKE:g}s of {event}")
+    first = min(calls, key=lambda call: call.ended)
+    fastest = first.ended - since
+    of = f" (the fastest of {len(calls)})" if len(calls) > 1 else ""
     assert fastest <= PROMPT, (
-        f"{calls[0].label} took {fastest:.2f}s to wake after {event} (the fastest of "
-        f"{len(calls)}); a waiting caller must be woken when it can proceed, not at a later poll"
+        f"{first.label} took {fastest:.2f}s to wake after {event}{of}; a waiting caller must be "
+        "woken as soon as it can proceed, not at a later poll"
     )
+    if raises is not None:
+        return [call.raised(raises, f"when woken by {event}") for call in calls]
     return [call.returned(f"after {event}") for call in calls]
 
 
@@ -176,8 +184,11 @@ def settled_qsize(q: Queue[Any], expected: int) -> int:
     return size
 
 
-def _timeout_label(timeout: float | None) -> str:
-    return "" if timeout is None else f"timeout={timeout:g}"
+def _with_timeout(call: str, timeout: float | None) -> str:
+    """``call`` with ``timeout=`` added as its last argument, when there is one."""
+    if timeout is None:
+        return call
+    return f"{call[:-1]}{', ' if call[-2] != '(' else ''}timeout={timeout:g})"
 
 
 @check("blocked-get-wakes-on-put", tier="blocking")
@@ -186,7 +197,7 @@ def blocked_get_wakes_on_put(target: Target) -> None:
     for n, timeout in enumerate((None, 60.0)):
         with target.queue() as q, Calls(q) as calls:
             getter = calls.start(
-                f"a get({_timeout_label(timeout)}) blocked on an empty queue",
+                f"a {_with_timeout('get()', timeout)} blocked on an empty queue",
                 partial(q.get, timeout=timeout),
             )
             still_blocked([getter], "for an item")
@@ -217,7 +228,7 @@ def blocked_put_wakes_on_get(target: Target) -> None:
             q.put_many(first)
             late = target.item(maxsize)
             putter = calls.start(
-                f"a put({_timeout_label(timeout)}) on a full queue of maxsize={maxsize}",
+                f"a {_with_timeout('put(item)', timeout)} on a full queue of maxsize={maxsize}",
                 partial(q.put, late, timeout=timeout),
             )
             still_blocked([putter], "for room")
@@ -249,7 +260,7 @@ def put_many_waits_for_whole_batch(target: Target) -> None:
             a, b, x, y, w = (target.item(n) for n in range(5))
             q.put_many([a, b])
             batch = calls.start(
-                f"a put_many of 2 items({_timeout_label(timeout)}) on a queue of maxsize=2",
+                f"a {_with_timeout('put_many([x, y])', timeout)} on a queue of maxsize=2",
                 partial(q.put_many, [x, y], timeout=timeout),
             )
             still_blocked([batch], "while the queue was full")
@@ -282,8 +293,7 @@ def blocked_get_many_returns_first_arrivals(target: Target) -> None:
     for n, timeout in enumerate((None, 60.0)):
         with target.queue() as q, Calls(q) as calls:
             getter = calls.start(
-                f"a get_many(10{', ' if timeout else ''}{_timeout_label(timeout)}) blocked on an "
-                "empty queue",
+                f"a {_with_timeout('get_many(10)', timeout)} blocked on an empty queue",
                 partial(q.get_many, 10, timeout=timeout),
             )
             still_blocked([getter], "for a first item")
@@ -445,12 +455,7 @@ def shutdown_wakes_blocked_getters(target: Target) -> None:
             still_blocked(getters, "for an item")
             event = f"shutdown(immediate={immediate})"
             q.shutdown(immediate=immediate)
-            since = time.monotonic()
-            for getter in getters:
-                getter.finish(since + WAKE - time.monotonic(), f"of {event}")
-                getter.raised(ShutDown, f"when woken by {event}")
-            fastest = min(g.ended - since for g in getters)
-            assert fastest <= PROMPT, f"blocked getters took {fastest:.2f}s to wake after {event}"
+            woken(getters, time.monotonic(), event, raises=ShutDown)
 
 
 @check("shutdown-wakes-blocked-putters", tier="blocking")
@@ -469,12 +474,7 @@ def shutdown_wakes_blocked_putters(target: Target) -> None:
             still_blocked(putters, "for room")
             event = f"shutdown(immediate={immediate})"
             q.shutdown(immediate=immediate)
-            since = time.monotonic()
-            for putter in putters:
-                putter.finish(since + WAKE - time.monotonic(), f"of {event}")
-                putter.raised(ShutDown, f"when woken by {event}")
-            fastest = min(p.ended - since for p in putters)
-            assert fastest <= PROMPT, f"blocked putters took {fastest:.2f}s to wake after {event}"
+            woken(putters, time.monotonic(), event, raises=ShutDown)
             if not immediate:
                 left = calls.run("get() of the item left by a graceful shutdown", q.get)
                 assert left.returned() == target.item(0), (
@@ -593,8 +593,20 @@ def many_producers_and_consumers(target: Target) -> None:
                         stop.set()
             return mine
 
-        workers = [calls.start(f"producer {p}", partial(produce, p)) for p in range(producers)]
-        consumers = [calls.start(f"consumer {c}", partial(consume, c)) for c in range(4)]
+        workers = [
+            calls.start(
+                f"producer {p} ({['put_many', 'put(timeout)', 'put'][min(p, 2)]})",
+                partial(produce, p),
+            )
+            for p in range(producers)
+        ]
+        consumers = [
+            calls.start(
+                f"consumer {c} (a loop of {'get_many(4' if c % 2 else 'get('}, timeout=0.05))",
+                partial(consume, c),
+            )
+            for c in range(4)
+        ]
         end = time.monotonic() + limit
         progress, last_change = -1, time.monotonic()
         while not stop.wait(0.05) and time.monotonic() < end:
@@ -609,7 +621,11 @@ def many_producers_and_consumers(target: Target) -> None:
                 break  # every producer is done and nothing more arrives
         stop.set()
         for worker in workers:
-            worker.finish(max(0.0, end - time.monotonic()), "(deadlocked?)").returned()
+            if not worker.wait(end - time.monotonic()):
+                raise AssertionError(
+                    f"{worker.label} was still blocked after {limit:g}s (deadlock?)"
+                )
+            worker.returned()
         seen = [c.finish().returned() for c in consumers]
         with lock:
             counts = Counter(consumed)
