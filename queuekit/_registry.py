@@ -12,8 +12,9 @@ import difflib
 import importlib
 import re
 import threading
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import Any
 
 from ._errors import BackendUnavailable, UnknownBackend
 from ._protocol import Queue
@@ -24,10 +25,10 @@ __all__ = ["ENTRY_POINT_GROUP", "Opener", "open", "register_backend", "registere
 ENTRY_POINT_GROUP = "queuekit.backends"
 
 
-class Opener(Protocol):
-    """Opens a queue from a parsed URL and keyword options (which override the query)."""
-
-    def __call__(self, url: QueueURL, /, **options: Any) -> Queue[Any]: ...
+Opener = Callable[..., Queue[Any]]
+"""Opens a queue: ``opener(url: QueueURL, **options) -> Queue``, the keyword options given to
+:func:`open` overriding the URL's query. (Spelt ``...`` so a plain ``def opener(url, **options)``
+type-checks; a Protocol with ``**options`` would reject a parameter named ``url``.)"""
 
 
 # scheme -> "module:qualified.name" of the opener, and the extra a backend needs.

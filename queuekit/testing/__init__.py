@@ -59,6 +59,9 @@ def _load_checks() -> None:
         importlib.import_module(f"{__name__}.{name}")
 
 
+_load_checks()
+
+
 def __getattr__(name: str) -> object:
     # The pytest class imports pytest; only those who ask for it pay for that.
     if name == "QueueConformance":

@@ -2,7 +2,8 @@
 
 ``--queuekit-url URL`` (repeatable) parametrizes any test that asks for a ``queuekit_url``
 argument, once per URL; ``--queuekit-profile NAME`` chooses the conformance suite's
-Hypothesis profile. Loading this plugin imports neither hypothesis nor any backend.
+Hypothesis profile. pytest loads this plugin wherever queuekit is installed, test extra or
+not, so it lives outside :mod:`queuekit.testing` and imports neither hypothesis nor a backend.
 """
 
 from __future__ import annotations
