@@ -8,7 +8,7 @@ with the stdlib. What the stdlib lacks is added beside the pipe, under one share
 count (so ``qsize`` is exact everywhere), unfinished tasks, the shutdown flag, and wake-ups that
 cross processes.
 
-Parameters: ``maxsize``, ``serializer`` and ``context``: the start method of the processes
+Parameters: ``maxsize``, ``serializer``, and ``context``, the start method of the processes
 that will share the queue. Left empty, the queue is made so its handle travels to children of
 every start method; ``context=fork`` makes fork-only locks, which need no resource tracker.
 
