@@ -178,6 +178,13 @@ class _Family:
             if message is not None:
                 raise self.fail(f"the {child.role} process {doing}: it said {message!r:.120}")
 
+    def call(self, func: Callable[[], Any], what: str, seconds: float = WAKE) -> Any:
+        """``func()`` in the parent; a call that blocks past ``seconds`` fails the check."""
+        try:
+            return call_with_watchdog(func, seconds, what)
+        except AssertionError as exc:
+            raise self.fail(str(exc)) from None
+
     def send(self, child: _Child, word: str) -> None:
         try:
             child.conn.send((word,))
@@ -232,8 +239,10 @@ def _session(target: Target, method: str, **options: Any) -> Iterator[tuple[Queu
 def _attempt(call: Callable[[], object], what: str) -> list[str]:
     try:
         call_with_watchdog(call, WAKE, f"cleaning up, {what} in the parent")
+    except AssertionError as exc:
+        return [str(exc)]
     except Exception as exc:
-        return [f"cleaning up, {what} in the parent failed: {exc!r:.200}"]
+        return [f"cleaning up, {what} in the parent raised {exc!r:.200}"]
     return []
 
 
@@ -262,13 +271,17 @@ def _start_methods(target: Target) -> list[str]:
 
 def _item_form(target: Target) -> str:
     """The first item form (see ``_workers.FORMS``) the backend's serializer carries."""
-    with target.queue() as q:
+    q = target.open_queue()
+    try:
         for form in _workers.FORMS:
             try:
                 q.put_nowait(_workers.make_item(form, 0, 0, 4))
             except SerializationError:
                 continue
             return form
+    finally:
+        _attempt(lambda: q.shutdown(immediate=True), "shutdown(immediate=True)")
+        _attempt(q.close, "close()")
     raise NotApplicable("the backend carries none of: tuples with bytes, bytes, JSON lists")
 
 
@@ -279,9 +292,7 @@ def _join(q: Queue[Any], family: _Family, timeout: float) -> None:
     while True:
         piece = min(0.25, max(0.0, end - time.monotonic()))
         try:
-            call_with_watchdog(
-                functools.partial(q.join, timeout=piece), WAKE, "join(timeout) in the parent"
-            )
+            family.call(functools.partial(q.join, timeout=piece), "join(timeout) in the parent")
             return
         except JoinTimeout:
             family.check_all()
@@ -433,10 +444,13 @@ def _run_pipeline(target: Target, method: str, script: Script, form: str) -> Non
         stop = _workers.stop_marker(form)
         for _ in consumers:
             try:
-                call_with_watchdog(
-                    lambda: q.put(stop, timeout=PATIENCE), PATIENCE + WAKE, "put() in the parent"
+                family.call(
+                    functools.partial(q.put, stop, timeout=PATIENCE),
+                    "put() of a stop marker in the parent",
+                    PATIENCE + WAKE,
                 )
             except Full:
+                family.check_all()
                 raise family.fail(
                     f"the parent could not put a stop marker within {PATIENCE:g}s: the consumer "
                     "processes are not taking items"
@@ -542,9 +556,7 @@ def _shutdown_wakes(target: Target, operation: str) -> None:
             family.gather(waiters, "ready", PATIENCE, "did not start")
             time.sleep(BLOCK_IN)
             family.quiet(waiters, f"should be blocked in {blocked_in}, but it finished")
-            call_with_watchdog(
-                q.shutdown, WAKE, f"shutdown() in the parent while children were in {blocked_in}"
-            )
+            family.call(q.shutdown, f"shutdown() in the parent while children were in {blocked_in}")
             outcomes = family.gather(
                 waiters,
                 "done",
