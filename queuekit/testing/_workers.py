@@ -9,17 +9,19 @@ or ``("error", type, message, traceback)``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import traceback
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .._errors import ShutDown
+from .._errors import Empty, Full, ShutDown
 
 __all__ = [
+    "FORMS",
     "Record",
     "consumer",
     "filler",
@@ -94,7 +96,8 @@ def _reporting(body: Callable[..., Any]) -> Callable[..., None]:
             try:
                 result = body(conn, *args)
             except BaseException as exc:
-                conn.send(("error", type(exc).__name__, str(exc), traceback.format_exc()))
+                text = str(exc) or "(no message)"
+                conn.send(("error", type(exc).__name__, text, traceback.format_exc()))
             else:
                 conn.send(("done", result))
         except (BrokenPipeError, EOFError, OSError):
@@ -103,6 +106,17 @@ def _reporting(body: Callable[..., Any]) -> Callable[..., None]:
             conn.close()
 
     return run
+
+
+@contextlib.contextmanager
+def _must_wait(call: str) -> Iterator[None]:
+    """Blocking calls without a timeout wait: ``Empty`` or ``Full`` from one is a bug."""
+    try:
+        yield
+    except (Empty, Full) as exc:
+        raise AssertionError(
+            f"{call} with block=True and no timeout raised {type(exc).__name__}: it must wait"
+        ) from None
 
 
 def _await(conn: Connection, word: str, patience: float) -> None:
@@ -125,10 +139,11 @@ def producer(
     seqs = itertools.count()
     for batch, sizes in plan:
         items = [make_item(form, producer_id, next(seqs), size) for size in sizes]
-        if batch:
-            q.put_many(items)
-        else:
-            q.put(items[0])
+        with _must_wait("put_many()" if batch else "put()"):
+            if batch:
+                q.put_many(items)
+            else:
+                q.put(items[0])
     return next(seqs)
 
 
@@ -141,7 +156,8 @@ def consumer(
     stop = stop_marker(form)
     got: list[Record] = []
     for max_items in itertools.cycle(pattern):
-        batch = q.get_many(max_items) if max_items else [q.get()]
+        with _must_wait(f"get_many({max_items})" if max_items else "get()"):
+            batch = q.get_many(max_items) if max_items else [q.get()]
         stops = 0
         for item in batch:
             if item == stop:
@@ -164,11 +180,12 @@ def wait_blocked(conn: Connection, q: Any, operation: str, item: Any) -> str:
     """Block in ``get()`` (or ``put(item)``) and tell how it ended: "ShutDown" or "returned"."""
     conn.send(("ready",))
     try:
-        if operation == "get":
-            got = q.get()
-            return f"returned {got!r:.80}"
-        q.put(item)
-        return "returned"
+        with _must_wait(f"{operation}()"):
+            if operation == "get":
+                got = q.get()
+                return f"returned {got!r:.80}"
+            q.put(item)
+            return "returned"
     except ShutDown:
         return "ShutDown"
 
@@ -177,7 +194,8 @@ def wait_blocked(conn: Connection, q: Any, operation: str, item: Any) -> str:
 def task_worker(conn: Connection, q: Any, count: int, done: Any) -> int:
     """Get ``count`` items, counting each in ``done`` before its ``task_done()``."""
     for _ in range(count):
-        q.get()
+        with _must_wait("get()"):
+            q.get()
         with done.get_lock():
             done.value += 1
         q.task_done()
