@@ -174,7 +174,9 @@ class MemoryQueue(QueueBase[T]):
                 if s.is_shutdown and not s.items:
                     raise ShutDown
             taken = [s.items.popleft() for _ in range(min(max_items, len(s.items)))]
-            s.not_full.notify(len(taken))
+            # Every waiting putter re-checks: a batch that still does not fit must not absorb
+            # the wake-up a single put could have used.
+            s.not_full.notify_all()
             return taken
 
     def qsize(self) -> int:

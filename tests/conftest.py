@@ -1,0 +1,26 @@
+"""Shared test set-up: the backends every conformance test fans out over."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import settings
+
+import queuekit.testing  # noqa: F401 - registers the queuekit-* Hypothesis profiles
+
+# Our own Hypothesis tests run derandomized unless a heavier profile is asked for.
+settings.load_profile(os.environ.get("QUEUEKIT_HYPOTHESIS_PROFILE", "queuekit-ci"))
+
+# Every backend in the repository, as the URLs the conformance suite opens.
+BACKEND_URLS = [
+    "memory://",
+    "memory://?serializer=pickle",
+    "mp://",
+]
+
+
+@pytest.fixture(params=BACKEND_URLS)
+def queue_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.param
+    return url
