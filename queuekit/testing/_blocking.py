@@ -602,7 +602,7 @@ def many_producers_and_consumers(target: Target) -> None:
         ]
         consumers = [
             calls.start(
-                f"consumer {c} (a loop of {'get_many(4' if c % 2 else 'get('}, timeout=0.05))",
+                f"consumer {c} (a loop of {'get_many(4, ' if c % 2 else 'get('}timeout=0.05))",
                 partial(consume, c),
             )
             for c in range(4)
