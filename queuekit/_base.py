@@ -92,7 +92,8 @@ class QueueBase(Generic[T]):
         return self.qsize() == 0
 
     def full(self) -> bool:
-        return 0 < self.maxsize <= self.qsize()
+        size = self.qsize()  # first, so a closed handle raises whatever its maxsize
+        return 0 < self.maxsize <= size
 
     def __enter__(self) -> Self:
         self._check_open()

@@ -124,11 +124,13 @@ class MemoryQueue(QueueBase[T]):
         return data if self._serializer is None else self._serializer.loads(data)
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        self._check_open()
         self._put_encoded([self._encode(item)], block, timeout)
 
     def put_many(
         self, items: Iterable[T], block: bool = True, timeout: float | None = None
     ) -> None:
+        self._check_open()
         self._put_encoded([self._encode(item) for item in items], block, timeout)
 
     def _put_encoded(self, encoded: list[Any], block: bool, timeout: float | None) -> None:
@@ -156,6 +158,7 @@ class MemoryQueue(QueueBase[T]):
         return data
 
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
+        self._check_open()
         check_max_items(max_items)
         return [self._decode(data) for data in self._get_encoded(max_items, block, timeout)]
 
