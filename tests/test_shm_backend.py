@@ -1,0 +1,501 @@
+"""What is particular to shm://; the contract itself is the conformance suite's business.
+
+Children run module-level functions, so spawn and forkserver children can import them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import multiprocessing
+import os
+import pickle
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import queuekit
+from queuekit import Empty, InvalidURL, MessageTooLarge, QueueClosed, ShutDown
+
+if TYPE_CHECKING:
+    from queuekit.backends.shm import ShmQueue
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="shm:// is Linux's")
+
+
+def shm() -> ModuleType:
+    """The backend's module, imported when a test first needs it. Hypothesis draws constants
+    from the source of every non-test module loaded, so importing it while this file is
+    collected would change what the derandomized tests of other files generate."""
+    return importlib.import_module("queuekit.backends.shm")
+
+
+LONG = 20.0
+"""Seconds after which a child or a call is taken to hang (the machine is shared and slow)."""
+FORK: Any = multiprocessing.get_context("fork")
+
+
+TEST_PREFIX = f"test-{os.getpid()}-"
+"""Every queue these tests name starts so; other processes may be using /dev/shm meanwhile."""
+
+
+def ours() -> set[str]:
+    """The names in /dev/shm that these tests could have left behind."""
+    return {n for n in os.listdir(shm().SHM_DIR) if n.startswith(f"queuekit-{TEST_PREFIX}")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_segment_leaks() -> Iterator[None]:
+    before = ours()
+    yield
+    leaked = ours() - before
+    for leftover in leaked:
+        os.unlink(f"{shm().SHM_DIR}/{leftover}")
+    assert not leaked, f"the shm:// tests left segments in {shm().SHM_DIR}: {sorted(leaked)}"
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    """A fresh queue name, unlinked after the test whatever happened."""
+    chosen = f"{TEST_PREFIX}{secrets.token_hex(4)}"
+    yield chosen
+    shm().unlink(f"shm://{chosen}")
+
+
+@contextlib.contextmanager
+def child(target: Callable[..., None], *args: Any, ctx: Any = FORK) -> Iterator[Any]:
+    """A child process running ``target(*args)``, which must end by the end of the block."""
+    process = ctx.Process(target=target, args=args, daemon=True)
+    process.start()
+    try:
+        yield process
+        process.join(LONG)
+        assert not process.is_alive(), f"the child process was still running after {LONG}s"
+    finally:
+        if process.is_alive():
+            process.kill()
+            process.join(LONG)
+
+
+# --- Names, attaching, lifecycle -------------------------------------------------------------
+
+
+def test_unrelated_process_attaches_by_url(name: str) -> None:
+    url = f"shm://{name}?maxsize=10"
+    script = textwrap.dedent(
+        f"""
+        import queuekit
+        q = queuekit.open({url!r})
+        got = [q.get(timeout={LONG}) for _ in range(3)]
+        q.put_many([("echo", item) for item in got])
+        q.close()
+        """
+    )
+    with queuekit.open(url) as q:
+        q.put_many(["one", {"two": 2}, (3, b"\x00")])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, timeout=LONG, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        back = [q.get(timeout=LONG) for _ in range(3)]
+        assert back == [("echo", "one"), ("echo", {"two": 2}), ("echo", (3, b"\x00"))]
+        assert q.qsize() == 0
+
+
+def test_named_queue_persists_until_unlinked(name: str) -> None:
+    url = f"shm://{name}"
+    first = queuekit.open(url, maxsize=5)
+    first.put("kept")
+    first.close()
+    assert os.path.exists(f"{shm().SHM_DIR}/queuekit-{name}")
+    with queuekit.open(url) as again:
+        assert again.maxsize == 5, "attaching takes the queue's own maxsize"
+        assert again.get_nowait() == "kept"
+        assert isinstance(again, shm().ShmQueue)
+        assert again.unlink() is True
+        assert not os.path.exists(f"{shm().SHM_DIR}/queuekit-{name}")
+        again.put("still works after unlink")
+        assert again.get_nowait() == "still works after unlink"
+        assert again.unlink() is False
+        with queuekit.open(url) as fresh:
+            assert (fresh.qsize(), fresh.maxsize) == (0, 0), "the name now makes a new queue"
+            fresh.put("new")
+            assert again.qsize() == 0, "the unlinked queue and the new one are apart"
+            assert shm().unlink(url) is True
+    assert shm().unlink(url) is False
+
+
+def test_create_modes_and_mismatched_settings(name: str) -> None:
+    url = f"shm://{name}"
+    with pytest.raises(InvalidURL, match="does not exist"):
+        queuekit.open(url, create="never")
+    with queuekit.open(url, create="new", maxsize=3, capacity="64KiB"):
+        with pytest.raises(InvalidURL, match="exists already"):
+            queuekit.open(url, create="new")
+        for option, value in (("maxsize", 4), ("capacity", "1MiB"), ("checksum", False)):
+            with pytest.raises(InvalidURL, match=f"{option}="):
+                queuekit.open(url, **{option: value})
+        with queuekit.open(f"{url}?maxsize=3&capacity=65536", create="never") as same:
+            assert same.maxsize == 3
+    with pytest.raises(InvalidURL, match="needs a NAME"):
+        queuekit.open("shm://?create=never")
+    for bad in ("shm://.hidden", "shm://a/b", "shm://user@q", "shm://q?capacity=10"):
+        with pytest.raises(InvalidURL):
+            queuekit.open(bad)
+
+
+def test_segments_are_owner_only(name: str) -> None:
+    old = os.umask(0)
+    try:
+        with queuekit.open(f"shm://{name}"):
+            mode = os.stat(f"{shm().SHM_DIR}/queuekit-{name}").st_mode & 0o777
+    finally:
+        os.umask(old)
+    assert mode == 0o600, f"a segment was made with mode {oct(mode)}, not 0o600"
+
+
+def test_private_queue_has_no_name() -> None:
+    before = ours()
+    with queuekit.open("shm://") as q:
+        q.put(1)
+        assert ours() == before, "a private queue showed up in /dev/shm"
+        assert isinstance(q, shm().ShmQueue)
+        assert q.info()["path"].startswith("(none")
+        with pytest.raises(TypeError, match="private"):
+            pickle.dumps(q)
+
+
+def test_pickled_named_handle_attaches(name: str) -> None:
+    with queuekit.open(f"shm://{name}") as q:
+        other = pickle.loads(pickle.dumps(q))
+        q.put("through one")
+        assert other.get(timeout=LONG) == "through one"
+        other.close()
+        with pytest.raises(QueueClosed):
+            other.put(1)
+        q.put("still open")
+        assert q.get_nowait() == "still open"
+    with pytest.raises(QueueClosed):
+        pickle.dumps(q)
+
+
+def _attach_put_and_exit(url: str) -> None:
+    q = queuekit.open(url)
+    q.put(("from", os.getpid()))
+    q.close()
+
+
+def test_child_attaching_leaves_segment_to_parent(name: str) -> None:
+    """A spawn child (with the resource tracker that spawn starts) that attaches and exits must
+    not remove the segment: shm:// never registers with the tracker."""
+    url = f"shm://{name}"
+    with queuekit.open(url) as q:
+        with child(_attach_put_and_exit, url, ctx=multiprocessing.get_context("spawn")) as p:
+            pass
+        assert p.exitcode == 0
+        time.sleep(0.5)  # a tracker would unlink at the child's exit
+        assert os.path.exists(f"{shm().SHM_DIR}/queuekit-{name}"), "the segment was removed"
+        assert q.get(timeout=LONG)[0] == "from"
+        with queuekit.open(url, create="never") as again:
+            again.put("attached after the child left")
+            assert q.get(timeout=LONG) == "attached after the child left"
+
+
+# --- The ring ------------------------------------------------------------------------------
+
+
+def test_too_large_names_capacity() -> None:
+    with queuekit.open("shm://?capacity=4KiB&serializer=raw") as q:
+        assert q.capabilities.max_message_size == 4096 - 8
+        q.put(b"kept")
+        with pytest.raises(MessageTooLarge, match="capacity=4096"):
+            q.put(b"x" * 4089)
+        with pytest.raises(MessageTooLarge, match="capacity=4096"):
+            q.put_many([b"a" * 2000, b"b" * 2000, b"c" * 100])  # each fits, the batch never
+        assert q.qsize() == 1
+        assert q.get_nowait() == b"kept"
+        largest = bytes(range(256)) * 15 + b"x" * (4088 - 3840)
+        for _ in range(3):  # at every offset of a ring it fills exactly
+            q.put(largest, timeout=LONG)
+            assert q.get_nowait() == largest
+            q.put(b"shift")
+            assert q.get_nowait() == b"shift"
+
+
+@given(
+    st.lists(
+        st.one_of(st.integers(0, 300).map(lambda n: ("put", n)), st.just(("get", 0))),
+        max_size=60,
+    )
+)
+def test_wrap_around_keeps_every_byte(steps: list[tuple[str, int]]) -> None:
+    with queuekit.open("shm://?capacity=512&serializer=raw") as q:
+        model: deque[bytes] = deque()
+        for i, (op, size) in enumerate(steps):
+            if op == "put":
+                data = random.Random(i).randbytes(size)
+                try:
+                    q.put_nowait(data)
+                except queuekit.Full:
+                    assert sum(8 + (len(d) + 7) // 8 * 8 for d in model) + 8 + size > 512
+                    continue
+                model.append(data)
+            elif model:
+                assert q.get_nowait() == model.popleft()
+            else:
+                with pytest.raises(Empty):
+                    q.get_nowait()
+        assert q.qsize() == len(model)
+        if model:
+            assert q.get_many(100, block=False) == list(model)
+
+
+def test_items_cross_the_wrap_in_batches() -> None:
+    with queuekit.open("shm://?capacity=1KiB&serializer=raw") as q:
+        rng = random.Random(7)
+        for round_ in range(200):
+            batch = [rng.randbytes(rng.randrange(0, 200)) for _ in range(rng.randrange(1, 4))]
+            q.put_many(batch)
+            got: list[bytes] = []
+            while len(got) < len(batch):
+                got += q.get_many(rng.randrange(1, 4))
+            assert got == batch, f"round {round_}"
+
+
+# --- Surviving death ---------------------------------------------------------------------------
+
+
+def _die_holding_lock(q: ShmQueue[Any], half_written: bool) -> None:
+    seg = q._seg
+    assert seg is not None
+    seg.lock()
+    if half_written:
+        # A put caught between writing its frame and publishing it.
+        loaded = seg.load()
+        seg.write(loaded[6], b"torn" * 100, 12345)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("half_written", [False, True])
+def test_process_killed_holding_the_lock(half_written: bool) -> None:
+    with queuekit.open("shm://?maxsize=4") as q:
+        q.put("before")
+        with child(_die_holding_lock, q, half_written) as p:
+            pass
+        assert p.exitcode == -signal.SIGKILL
+        assert q.qsize() == 1
+        q.put("after")
+        assert q.get(timeout=LONG) == "before"
+        assert q.get(timeout=LONG) == "after"
+        with pytest.raises(Empty):
+            q.get_nowait()
+
+
+def _commit_without_waking(q: ShmQueue[Any]) -> None:
+    time.sleep(0.3)  # so that the parent is asleep in get() by now
+    seg = q._seg
+    assert seg is not None
+    data = pickle.dumps("silently", protocol=5)
+    seg.lock()
+    loaded = seg.load()
+    head, tail, size, unfinished, shut = loaded[5:]
+    tail = seg.write(tail, data, zlib.crc32(data))
+    seg.commit(loaded, head, tail, size + 1, unfinished + 1, shut, 0)
+    seg.unlock()
+    os.kill(os.getpid(), signal.SIGKILL)  # before the wake-up it owed
+
+
+def test_wake_up_lost_with_its_sender_is_made_up() -> None:
+    with queuekit.open("shm://") as q:
+        results: list[Any] = []
+        start = time.monotonic()
+        with child(_commit_without_waking, q):
+            results.append(q.get(timeout=LONG))
+        waited = time.monotonic() - start
+        assert results == ["silently"]
+        # The waiter looks again by itself every SLICE seconds; generous, for a busy machine.
+        assert waited < 3.0, f"the getter waited {waited:.1f}s for an item that was there"
+
+
+def _item(producer: int, seq: int) -> tuple[int, int, bytes]:
+    rng = random.Random(producer * 1_000_003 + seq)
+    return (producer, seq, rng.randbytes(rng.randrange(0, 3000)))
+
+
+def _producer(q: ShmQueue[Any], producer: int, count: int, confirmed: Any) -> None:
+    rng = random.Random(producer)
+    seq = 0
+    while seq < count:
+        batch = [_item(producer, s) for s in range(seq, min(count, seq + rng.randrange(1, 4)))]
+        if len(batch) == 1:
+            q.put(batch[0])
+        else:
+            q.put_many(batch)
+        seq += len(batch)
+        confirmed[producer] = seq  # how many of its items are in the queue for sure
+
+
+def _consumer(q: ShmQueue[Any], conn: Connection, consumer: int) -> None:
+    rng = random.Random(consumer)
+    while True:
+        try:
+            got = q.get_many(rng.randrange(1, 4)) if rng.random() < 0.5 else [q.get()]
+        except ShutDown:
+            return
+        for item in got:
+            producer, seq, _data = item
+            conn.send((producer, seq, item == _item(producer, seq)))
+            q.task_done()
+
+
+MAX_GET = 3
+
+
+def test_sigkill_at_random_moments() -> None:
+    """Producers and consumers SIGKILLed at random: the survivors finish, every item read is
+    whole, and the only items missing are what a killed consumer had in hand."""
+    rng = random.Random(20240607)
+    per_producer = 2000
+    producers_total = 30
+    confirmed = FORK.Array("q", producers_total, lock=False)
+    killed = {"producer": 0, "consumer": 0}
+    with queuekit.open("shm://?maxsize=64&capacity=64KiB") as q:
+        producers: dict[int, Any] = {}
+        consumers: list[tuple[Any, Connection]] = []
+        reports: list[tuple[int, int, bool]] = []
+
+        def start_consumer() -> None:
+            ours_end, theirs = FORK.Pipe(duplex=False)
+            p = FORK.Process(target=_consumer, args=(q, theirs, len(consumers)), daemon=True)
+            p.start()
+            theirs.close()
+            consumers.append((p, ours_end))
+
+        def drain() -> None:
+            for _, conn in consumers:
+                with contextlib.suppress(EOFError, OSError):
+                    while conn.poll():
+                        reports.append(conn.recv())
+
+        next_producer = 0
+
+        def start_producer() -> None:
+            nonlocal next_producer
+            p = FORK.Process(
+                target=_producer, args=(q, next_producer, per_producer, confirmed), daemon=True
+            )
+            p.start()
+            producers[next_producer] = p
+            next_producer += 1
+
+        for _ in range(3):
+            start_producer()
+            start_consumer()
+        try:
+            # Kill a producer, then a consumer, and so on, at random moments; replace each.
+            for round_ in range(producers_total - 3):
+                time.sleep(rng.uniform(0.002, 0.03))
+                drain()
+                if round_ % 2 == 0:
+                    live = [p for p in producers.values() if p.is_alive()]
+                    if live:
+                        os.kill(rng.choice(live).pid, signal.SIGKILL)
+                        killed["producer"] += 1
+                else:
+                    os.kill(
+                        rng.choice([c for c, _ in consumers if c.is_alive()]).pid, signal.SIGKILL
+                    )
+                    killed["consumer"] += 1
+                    start_consumer()
+                start_producer()
+            end = time.monotonic() + LONG
+            while any(p.is_alive() for p in producers.values()):
+                assert time.monotonic() < end, "the surviving producers did not finish"
+                drain()
+                time.sleep(0.01)
+            # Every producer is done (or dead): the consumers drain the rest.
+            drain_end = time.monotonic() + LONG
+            while q.qsize() and time.monotonic() < drain_end:
+                drain()
+                time.sleep(0.01)
+            assert q.qsize() == 0, "the surviving consumers did not drain the queue"
+            q.shutdown()
+            for p, _ in consumers:
+                p.join(LONG)
+            drain()
+        finally:
+            for p in [*producers.values(), *(c[0] for c in consumers)]:
+                if p.is_alive():
+                    p.kill()
+                p.join(LONG)
+        torn = [r for r in reports if not r[2]]
+        assert not torn, f"{len(torn)} items came out changed, e.g. {torn[0]}"
+        seen = [(p, s) for p, s, _ in reports]
+        assert len(seen) == len(set(seen)), "an item was got twice"
+        for p, s in seen:
+            assert (s < per_producer, p < next_producer) == (True, True), f"no one put {(p, s)}"
+        promised = {(p, s) for p in range(next_producer) for s in range(confirmed[p])}
+        missing = promised - set(seen)
+        assert min(killed.values()) > 0, f"not both kinds were killed: {killed}"
+        assert len(missing) <= killed["consumer"] * MAX_GET, (
+            f"{len(missing)} items put were never got, more than {killed['consumer']} killed "
+            f"consumers could have held ({MAX_GET} each)"
+        )
+
+
+# --- Waiting ---------------------------------------------------------------------------------
+
+
+def _idle_getter(q: ShmQueue[Any], conn: Connection) -> None:
+    conn.send("ready")
+    cpu = time.process_time()
+    wall = time.monotonic()
+    with contextlib.suppress(Empty):
+        q.get(timeout=1.0)
+    conn.send((time.process_time() - cpu, time.monotonic() - wall))
+
+
+def test_blocked_get_sleeps() -> None:
+    with queuekit.open("shm://") as q:
+        ours_end, theirs = FORK.Pipe(duplex=False)
+        with child(_idle_getter, q, theirs):
+            assert ours_end.poll(LONG)
+            assert ours_end.recv() == "ready"
+            assert ours_end.poll(LONG)
+            cpu, wall = ours_end.recv()
+        assert wall >= 1.0
+        assert cpu / wall < 0.10, f"a get blocked on an idle queue used {cpu / wall:.1%} of a core"
+
+
+def test_info_and_repr(name: str) -> None:
+    with queuekit.open(f"shm://{name}?capacity=1MiB&maxsize=9") as q:
+        assert isinstance(q, shm().ShmQueue)
+        q.put_many([1, 2])
+        info = q.info()
+        assert info["name"] == name
+        assert info["path"] == f"{shm().SHM_DIR}/queuekit-{name}"
+        assert (info["capacity"], info["maxsize"], info["qsize"], info["unfinished"]) == (
+            1024 * 1024,
+            9,
+            2,
+            2,
+        )
+        assert info["bytes_used"] > 0
+        assert info["shutdown"] is False
+        assert name in repr(q)
+    assert "closed" in repr(q)
