@@ -83,8 +83,8 @@ def main() -> int:
             p.join(timeout=max(0.0, end - time.monotonic()))
         stuck = sum(p.is_alive() for p in producers)
         print(
-            f"--join-first: {stuck} of {PRODUCERS} producers cannot exit after 3s; starting "
-            "the workers (a plain Process.join() would wait as long as nobody drains A)"
+            f"--join-first: {stuck} of {PRODUCERS} producers still alive after 3s"
+            + (" (a plain Process.join() would wait as long as nobody drains A)" if stuck else "")
         )
     for p in workers:
         p.start()
@@ -116,7 +116,8 @@ def main() -> int:
         "note: on multiprocessing's transport (mp://) a process that put items cannot exit "
         "until its feeder thread has written them into the 64 KiB pipe, so joining producers "
         "before their queue is drained hangs: try --join-first. This run drains while they "
-        "run. The planned pipe:// backend will take this same script with a one-word change."
+        "run. shm:// has no feeder thread (a put returns once its item is in shared memory); "
+        "pipe:// is planned. Either takes this same script with a one-word change of URL."
     )
     return 0 if once == len(delivered) == args.items and not crashed else 1
 
