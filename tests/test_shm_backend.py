@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 import queuekit
 from queuekit import Empty, InvalidURL, MessageTooLarge, QueueClosed, ShutDown
+from queuekit.testing._suite import QueueConformance
 
 if TYPE_CHECKING:
     from queuekit.backends.shm import ShmQueue
@@ -89,6 +90,15 @@ def child(target: Callable[..., None], *args: Any, ctx: Any = FORK) -> Iterator[
         if process.is_alive():
             process.kill()
             process.join(LONG)
+
+
+class TestShmConformance(QueueConformance):
+    """The whole conformance suite on shm:// (not through conftest's BACKEND_URLS: see
+    ``shm()`` above; this file runs after tests/test_conformance.py)."""
+
+    @pytest.fixture
+    def queue_url(self) -> str:
+        return "shm://"
 
 
 # --- Names, attaching, lifecycle -------------------------------------------------------------
