@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import queuekit
@@ -174,32 +174,47 @@ def _consume(backend: Backend, q: Any, n: int, batch: int, out: Connection) -> N
     out.close()
 
 
+def _await(conn: Connection, what: str, children: list[Any]) -> Any:
+    """The next message on ``conn``; ``RuntimeError`` if a child fails first, or none comes."""
+    end = time.monotonic() + WATCHDOG
+    while not conn.poll():
+        if not wait([conn, *(p.sentinel for p in children)], max(0.0, end - time.monotonic())):
+            raise RuntimeError(f"{what}: nothing after {WATCHDOG:.0f}s")
+        for p in children:
+            if p.exitcode:
+                raise RuntimeError(f"{what}: {p.name} exited with status {p.exitcode}")
+        children = [p for p in children if p.exitcode is None]
+    try:
+        return conn.recv()
+    except EOFError:
+        raise RuntimeError(f"{what}: a child exited without reporting") from None
+
+
 def measure(backend: Backend, scenario: Scenario, n: int) -> float:
     """Messages per second of one run; ``RuntimeError`` if it hangs, fails or loses items."""
     q = backend.open()
     from_consumer, to_parent_c = CTX.Pipe(duplex=False)
     from_producer, to_parent_p = CTX.Pipe(duplex=False)
-    consumer = CTX.Process(target=_consume, args=(backend, q, n, scenario.batch, to_parent_c))
-    producer = CTX.Process(target=_produce, args=(backend, q, n, scenario.batch, to_parent_p))
+    args = (backend, q, n, scenario.batch)
+    consumer = CTX.Process(target=_consume, args=(*args, to_parent_c), name="consumer")
+    producer = CTX.Process(target=_produce, args=(*args, to_parent_p), name="producer")
     what = f"{backend.name}, {scenario.name}"
     try:
         consumer.start()
-        if not from_consumer.poll(WATCHDOG) or from_consumer.recv() != "ready":
+        to_parent_c.close()  # the child's copy is the only one left: its exit is an EOF here
+        if _await(from_consumer, what, [consumer]) != "ready":
             raise RuntimeError(f"{what}: the consumer did not start")
         producer.start()
-        if not from_consumer.poll(WATCHDOG):
-            raise RuntimeError(f"{what}: no result after {WATCHDOG:.0f}s")
-        result = from_consumer.recv()
+        to_parent_p.close()
+        result = _await(from_consumer, what, [consumer, producer])
         if isinstance(result, str):
             raise RuntimeError(f"{what}: {result}")
         end = float(result)
-        if not from_producer.poll(WATCHDOG):
-            raise RuntimeError(f"{what}: the producer did not report")
-        start: float = from_producer.recv()
+        start = float(_await(from_producer, what, [producer]))
         for p in (producer, consumer):
             p.join(WATCHDOG)
             if p.exitcode != 0:
-                raise RuntimeError(f"{what}: a child exited with status {p.exitcode}")
+                raise RuntimeError(f"{what}: {p.name} exited with status {p.exitcode}")
         return n / (end - start)
     finally:
         for p in (producer, consumer):
