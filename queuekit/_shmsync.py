@@ -26,7 +26,6 @@ __all__ = [
     "UNAVAILABLE",
     "futex_wait",
     "futex_wake",
-    "has_futex",
     "mutex_init",
     "mutex_lock",
     "mutex_trylock",
@@ -79,10 +78,6 @@ if _libc is not None:
         ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32,
     ]  # fmt: skip
-
-
-def has_futex() -> bool:
-    return _libc is not None and _sys_futex is not None
 
 
 def mutex_init(address: int) -> None:

@@ -600,8 +600,16 @@ class ShmQueue(QueueBase[T]):
                     raise ShutDown
             if not count:
                 return
+            mm, cap, data_end, pack_frame = seg.mm, seg.capacity, seg.data_end, _FRAME.pack_into
             for data, crc in zip(frames, crcs, strict=True):
-                tail = seg.write(tail, data, crc)
+                n = len(data)
+                at = _DATA_AT + tail % cap
+                if at + 8 + n <= data_end:  # the usual case, written out: no wrap-around
+                    pack_frame(mm, at, n, crc)
+                    mm[at + 8 : at + 8 + n] = data
+                    tail += 8 + ((n + 7) & ~7)
+                else:
+                    tail = seg.write(tail, data, crc)
             wake = seg.commit(loaded, head, tail, size + count, unfinished + count, 0, _NOT_EMPTY)
         finally:
             mutex_unlock(seg.mutex)
@@ -685,20 +693,30 @@ class ShmQueue(QueueBase[T]):
                 if shut and not size:
                     raise ShutDown
             taken = min(max_items, size)
-            frames = []
+            frames: list[bytes] = []
+            crcs: list[int] = []
+            mm, cap, data_end, unpack_frame = seg.mm, seg.capacity, seg.data_end, _FRAME.unpack_from
             for _ in range(taken):
-                data, crc, head = seg.read(head, tail)
-                frames.append((data, crc))
+                at = _DATA_AT + head % cap
+                n, crc = unpack_frame(mm, at)
+                after = head + 8 + ((n + 7) & ~7)
+                if at + 8 + n <= data_end and after <= tail:  # no wrap-around, no damage
+                    frames.append(mm[at + 8 : at + 8 + n])
+                    head = after
+                else:
+                    data, crc, head = seg.read(head, tail)
+                    frames.append(data)
+                crcs.append(crc)
             wake = seg.commit(loaded, head, tail, size - taken, unfinished, shut, _NOT_FULL)
         finally:
             mutex_unlock(seg.mutex)
         if wake:
             seg.wake(wake)
         if seg.checksum:
-            for data, crc in frames:
+            for data, crc in zip(frames, crcs, strict=True):
                 if zlib.crc32(data) != crc:
                     raise _corrupt(seg, data)
-        return [data for data, _ in frames]
+        return frames
 
     # --- the rest -------------------------------------------------------------------------
 
