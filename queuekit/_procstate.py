@@ -1,0 +1,326 @@
+"""What a queue shared by processes keeps beside its transport, under one lock.
+
+An exact item count, the unfinished tasks, the shutdown flag, and condition variables whose
+waiters may be in any process: everything of the contract except moving the bytes. A backend
+(``mp://``, ``pipe://``) holds one :class:`ProcessSharedState` and passes it to child processes
+inside its handle; backends never import each other, only this module.
+
+A process killed while *waiting* (in ``get``, ``put`` or ``join``) is harmless. One killed while
+holding the lock (for microseconds, or while its transport reads or writes under it) leaves the
+lock held for good, as with any ``multiprocessing`` lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import time
+from multiprocessing.context import get_spawning_popen
+from multiprocessing.synchronize import Lock, Semaphore
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._base import check_batch_fits, deadline, remaining
+from ._errors import Empty, Full, InvalidURL, JoinTimeout, QueueClosed, ShutDown
+from ._urls import Param
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
+__all__ = [
+    "CONTEXT_PARAM",
+    "START_METHODS",
+    "ProcessSharedState",
+    "as_context",
+    "check_travel",
+    "primitives_context",
+    "start_methods_for",
+]
+
+START_METHODS = ("fork", "spawn", "forkserver")
+
+# Slots of the shared array; a subclass appends its own after FIRST_FREE.
+COUNT, UNFINISHED, SHUTDOWN, _SLEEP_NOT_EMPTY, _SLEEP_NOT_FULL, _SLEEP_TASKS = range(6)
+FIRST_FREE = 6
+
+# Values of the SHUTDOWN slot.
+GRACEFUL, IMMEDIATE = 1, 2
+
+SPINS = 100
+"""Tries to take the lock without sleeping, in :meth:`ProcessSharedState.acquire`."""
+
+
+def as_context(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a start method name, not {type(value).__name__}")
+    available = [m for m in START_METHODS if m in multiprocessing.get_all_start_methods()]
+    if value and value not in available:
+        raise ValueError(f"expected one of {', '.join(available)}, or empty for any")
+    return value
+
+
+CONTEXT_PARAM = Param(
+    "context",
+    as_context,
+    "",
+    "start method of the processes sharing the queue: fork (fork-only locks), spawn, "
+    "forkserver, or empty for any",
+)
+
+
+def start_methods_for(context: str) -> tuple[str, ...]:
+    """The start methods under which a handle made for ``context`` travels, on this platform."""
+    available = multiprocessing.get_all_start_methods()
+    methods = ("fork",) if context == "fork" else START_METHODS
+    return tuple(m for m in methods if m in available)
+
+
+def primitives_context(context: str) -> BaseContext:
+    """The context to make locks, semaphores and shared memory in, for ``context``."""
+    if context:
+        return multiprocessing.get_context(context)
+    # The first method listed is the default; asking get_context() would fix it for the program.
+    default = (
+        multiprocessing.get_start_method(allow_none=True)
+        or multiprocessing.get_all_start_methods()[0]
+    )
+    # Locks made for fork cannot be sent to spawn or forkserver children; named ones go anywhere.
+    return multiprocessing.get_context("spawn" if default == "fork" else default)
+
+
+def check_travel(handle: object, scheme: str, context: str, closed: bool) -> None:
+    """Refuse to pickle ``handle`` unless it is going to a child process being started."""
+    popen = get_spawning_popen()
+    if popen is None:
+        raise RuntimeError(
+            f"a {scheme}:// queue handle cannot be pickled; pass it to the child as an argument "
+            "of Process (Process(target=..., args=(queue,))), which shares it properly"
+        )
+    if closed:
+        raise QueueClosed(f"{handle!r} is closed; pass an open handle to the child process")
+    if context == "fork":
+        method = getattr(popen, "method", "spawn")
+        raise RuntimeError(
+            f"this {scheme}:// queue was opened with context=fork, whose locks only fork children "
+            f"can use; open it with context={method} (or no context) to pass it to a "
+            f"{method} child"
+        )
+
+
+class _Waiters:
+    """A condition variable on the queue's lock, for waiters in any process.
+
+    ``multiprocessing.Condition`` makes ``notify`` wait for each woken waiter to acknowledge,
+    so a waiter killed while asleep blocks every later ``notify`` forever (with the lock held).
+    Here ``notify`` only posts a semaphore; a dead waiter costs at most one spurious wake-up.
+    Invariant, under the lock: sleepers + semaphore value + tokens taken but not yet returned
+    under the lock == waiters inside ``wait``.
+    """
+
+    def __init__(
+        self, ctx: BaseContext, lock: Lock, state: ctypes.Array[ctypes.c_int64], slot: int
+    ):
+        self._lock = lock
+        self._state = state
+        self._slot = slot
+        self._sem: Semaphore = ctx.Semaphore(0)
+
+    def wait(self, timeout: float | None) -> None:
+        self._state[self._slot] += 1
+        self._lock.release()
+        woken = False
+        try:
+            woken = self._sem.acquire(True, timeout)
+        finally:
+            self._lock.acquire()
+            # A waiter that timed out as it was notified takes its token now, so none is left over.
+            if not woken and not self._sem.acquire(False):
+                self._state[self._slot] -= 1
+
+    def notify(self, n: int = 1) -> None:
+        k = min(n, self._state[self._slot])
+        self._state[self._slot] -= k
+        for _ in range(k):
+            self._sem.release()
+
+    def notify_all(self) -> None:
+        self.notify(self._state[self._slot])
+
+
+class ProcessSharedState:
+    """The contract's bookkeeping for a queue whose handles live in several processes.
+
+    Methods named ``wait_for_*`` and ``added`` are called with :attr:`lock` held, so that a
+    backend can move its bytes under the same lock; the others take the lock themselves.
+    Subclasses refine what "room" means (:meth:`has_room`, :meth:`no_room`) and may check
+    their transport while a putter waits (:meth:`probe`, every ``PROBE_EVERY`` seconds).
+    """
+
+    PROBE_EVERY: ClassVar[float | None] = None
+
+    def __init__(self, maxsize: int, context: str | None, extra_slots: int = 0) -> None:
+        try:
+            self.context = as_context(context)
+        except (TypeError, ValueError) as exc:
+            raise InvalidURL(f"bad value {context!r} for 'context': {exc}") from None
+        self.maxsize = maxsize
+        ctx = primitives_context(self.context)
+        self.lock = ctx.Lock()
+        self.slots = ctx.RawArray(ctypes.c_int64, FIRST_FREE + extra_slots)
+        self.not_empty = _Waiters(ctx, self.lock, self.slots, _SLEEP_NOT_EMPTY)
+        self.not_full = _Waiters(ctx, self.lock, self.slots, _SLEEP_NOT_FULL)
+        self.all_tasks_done = _Waiters(ctx, self.lock, self.slots, _SLEEP_TASKS)
+
+    # --- With the lock held -------------------------------------------------------------
+
+    def has_room(self, n: int, nbytes: int, since: float | None) -> bool:
+        """Whether ``n`` items of ``nbytes`` fit now; ``since`` is when the put began to wait
+        (``time.monotonic()``), None on its first look."""
+        return not 0 < self.maxsize < self.slots[COUNT] + n
+
+    def no_room(self, n: int, nbytes: int) -> Full:
+        """The error for a putter whose deadline passed without room."""
+        return Full()
+
+    def probe(self) -> None:
+        """Raise if the transport can no longer take what a waiting putter wants to send."""
+
+    def acquire(self) -> None:
+        """Take :attr:`lock` for a hot path (release it with ``lock.release()``).
+
+        It spins a little before sleeping: the holder, on another CPU, usually lets go within
+        microseconds, and a sleep costs both processes a futex round trip and a wake-up.
+        """
+        try_lock = self.lock.acquire
+        for _ in range(SPINS):
+            if try_lock(False):
+                return
+        try_lock()
+
+    def wait_for_room(self, n: int, nbytes: int, block: bool, timeout: float | None) -> None:
+        """Return once ``n`` items of ``nbytes`` in all fit; ``ShutDown`` or ``Full`` if not."""
+        s = self.slots
+        if s[SHUTDOWN]:
+            raise ShutDown
+        if 0 < self.maxsize < n:
+            check_batch_fits(n, self.maxsize)
+        end = None if block and timeout is None else deadline(block, timeout)
+        since = None
+        while not self.has_room(n, nbytes, since):
+            wait = remaining(end)
+            if wait == 0.0:
+                raise self.no_room(n, nbytes)
+            if since is None:
+                since = time.monotonic()
+            every = self.PROBE_EVERY
+            if every is not None and (wait is None or wait > every):
+                wait = every
+            self.not_full.wait(wait)
+            if s[SHUTDOWN]:
+                raise ShutDown
+            if every is not None:
+                self.probe()
+
+    def added(self, n: int) -> None:
+        """Count ``n`` items in, as put; they can be claimed from now on."""
+        s = self.slots
+        s[COUNT] += n
+        s[UNFINISHED] += n
+        if s[_SLEEP_NOT_EMPTY]:
+            self.not_empty.notify(n)
+
+    def wait_for_items(self, max_items: int, block: bool, timeout: float | None) -> int:
+        """Claim between 1 and ``max_items`` items (how many is returned); ``Empty`` or
+        ``ShutDown`` if none. The caller takes them from its transport, then wakes putters."""
+        s = self.slots
+        if s[SHUTDOWN] and not s[COUNT]:
+            raise ShutDown
+        end = None if block and timeout is None else deadline(block, timeout)
+        while not s[COUNT]:
+            wait = remaining(end)
+            if wait == 0.0:
+                raise Empty
+            self.not_empty.wait(wait)
+            if s[SHUTDOWN] and not s[COUNT]:
+                raise ShutDown
+        claimed = min(max_items, s[COUNT])
+        s[COUNT] -= claimed
+        return claimed
+
+    def made_room(self) -> None:
+        # All, not one: a waiting batch may need more room than one item frees.
+        if self.slots[_SLEEP_NOT_FULL]:
+            self.not_full.notify_all()
+
+    # --- Taking the lock ----------------------------------------------------------------
+
+    def reserve(self, n: int, block: bool, timeout: float | None) -> None:
+        """Wait for room for ``n`` items and count them in; the caller sends them after."""
+        with self.lock:
+            self.wait_for_room(n, 0, block, timeout)
+            self.added(n)
+
+    def claim(self, max_items: int, block: bool, timeout: float | None) -> int:
+        """Claim items (see :meth:`wait_for_items`) and wake putters at once."""
+        with self.lock:
+            claimed = self.wait_for_items(max_items, block, timeout)
+            self.made_room()
+            return claimed
+
+    def qsize(self) -> int:
+        with self.lock:
+            return self.slots[COUNT]
+
+    def is_shut_down(self) -> bool:
+        with self.lock:
+            return bool(self.slots[SHUTDOWN])
+
+    def task_done(self) -> None:
+        s = self.slots
+        with self.lock:
+            if s[UNFINISHED] <= 0:
+                raise ValueError("task_done() called more times than there were items put")
+            s[UNFINISHED] -= 1
+            if not s[UNFINISHED]:
+                self.all_tasks_done.notify_all()
+
+    def join(self, timeout: float | None) -> None:
+        s = self.slots
+        with self.lock:
+            end = deadline(True, timeout)
+            while s[UNFINISHED]:
+                wait = remaining(end)
+                if wait == 0.0:
+                    raise JoinTimeout(f"join() timed out with {s[UNFINISHED]} unfinished tasks")
+                self.all_tasks_done.wait(wait)
+
+    def shutdown(self, immediate: bool) -> int:
+        """Shut the queue down; the number of items an immediate shutdown discarded."""
+        s = self.slots
+        with self.lock:
+            discarded = 0
+            if immediate:
+                s[SHUTDOWN] = IMMEDIATE
+                discarded = s[COUNT]
+                s[COUNT] = 0
+                s[UNFINISHED] = max(0, s[UNFINISHED] - discarded)
+                self.all_tasks_done.notify_all()
+            elif not s[SHUTDOWN]:
+                s[SHUTDOWN] = GRACEFUL
+            self.not_empty.notify_all()
+            self.not_full.notify_all()
+            return discarded
+
+    def snapshot(self) -> dict[str, Any]:
+        """The shared facts, for a backend's ``info()``."""
+        with self.lock:
+            count, unfinished, shut = (self.slots[i] for i in (COUNT, UNFINISHED, SHUTDOWN))
+        return {
+            "maxsize": self.maxsize,
+            "qsize": count,
+            "unfinished": unfinished,
+            "shutdown": bool(shut),
+            "context": self.context or "any",
+            "start_methods": list(start_methods_for(self.context)),
+        }
