@@ -8,6 +8,7 @@ suite that checks it is :mod:`queuekit.testing`.
 from ._base import QueueBase
 from ._errors import (
     BackendUnavailable,
+    CorruptMessage,
     Empty,
     Full,
     InvalidURL,
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailable",
     "Capabilities",
+    "CorruptMessage",
     "Empty",
     "Full",
     "InvalidURL",

@@ -14,6 +14,7 @@ import sys
 
 __all__ = [
     "BackendUnavailable",
+    "CorruptMessage",
     "Empty",
     "Full",
     "InvalidURL",
@@ -77,3 +78,7 @@ class BackendUnavailable(QueueError, ConnectionError):
 
 class SerializationError(QueueError):
     """An item could not be serialized (in ``put``) or deserialized (in ``get``)."""
+
+
+class CorruptMessage(QueueError):
+    """The transport's bytes are damaged: a message could not be read back whole and intact."""
