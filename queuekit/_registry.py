@@ -35,6 +35,7 @@ type-checks; a Protocol with ``**options`` would reject a parameter named ``url`
 _BUILTIN: dict[str, str] = {
     "memory": "queuekit.backends.memory:MemoryQueue.from_url",
     "mp": "queuekit.backends.mp:MPQueue.from_url",
+    "pipe": "queuekit.backends.pipe:PipeQueue.from_url",
     "shm": "queuekit.backends.shm:ShmQueue.from_url",
 }
 _EXTRAS: dict[str, str] = {"redis": "redis", "rediss": "redis"}

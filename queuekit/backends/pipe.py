@@ -1,0 +1,663 @@
+"""``pipe://``: one kernel pipe shared by processes; a put is in the kernel when it returns.
+
+There is no feeder thread. ``put`` serializes the item in the caller and writes it, as one
+frame, into the pipe before it returns (or raises): a producer never waits at exit for data it
+queued, and a full pipe is an error the producer sees, :class:`PipeFull` (a ``queue.Full``),
+rather than a process that cannot be joined. Linux only.
+
+One shared lock (see :mod:`queuekit._procstate`) covers the counts and the pipe: a put waits
+for room, writes its frame (a batch: all its frames, in one ``write``) and counts it in; a get
+claims items and reads exactly their frames, which are whole in the kernel, so neither call
+ever waits inside a system call. The queue is one global FIFO. A frame is a 12-byte header
+(magic, version, flags, the payload's length, and a check word derived from the length) and
+the payload; a reader that finds a bad header, a length beyond the bytes counted in the pipe,
+or bytes missing raises :class:`~queuekit.CorruptMessage` (from then on, for every call on
+the queue) instead of returning garbage or waiting for bytes that will not come. The payload
+itself carries no checksum: frames are written whole under the lock, so only a foreign writer
+can damage the stream, and it shows in the next header (a CRC-32 per payload cost a third of
+the time of a small item in a batch).
+
+Capacity. ``capacity=`` is the kernel's pipe size (``F_SETPIPE_SZ``, rounded up by the kernel
+to a power-of-two number of pages; ``info()`` shows the real size). The kernel stores a pipe
+in page slots, not bytes: a write that does not fit the last page's free space starts a new
+page, so a full pipe may hold far fewer bytes than its size. Frames are therefore only written
+while the bytes in the pipe, the new ones included, stay within the *frame budget*,
+``(pages // 2) * (page_size + 1)``, about half the capacity: with Linux's ``pipe_write``,
+every page but the oldest and the newest holds, together with the page after it, more than
+a page of bytes, so that many bytes never need more slots than the pipe has. (Should a
+kernel take only part of a write all the same, the rest is written once readers make room,
+with other putters held back, and ``info()["late_writes"]`` counts it.) A batch may also go
+into an empty pipe as long as it fits the whole capacity. One item may be at most the budget
+less the header (``capabilities.max_message_size``); anything larger, or a batch larger than
+the capacity, raises :class:`~queuekit.MessageTooLarge` at once. A frame that does not fit
+now waits like any put for room, and raises ``PipeFull`` when the wait runs out. Putters
+waiting for room are served oldest first: the one that has waited longest keeps the bytes it
+needs from later puts, so a large item is not starved by a stream of small ones (a putter
+killed while waiting keeps them for ``HOLD_STALE`` seconds).
+
+Readers. Every handle holds both ends of the pipe, so a putter can always be read by its own
+process; ``close_reader()`` gives up a handle's read end. A putter waiting for room checks
+twice a second whether any read end is left, and raises
+:class:`~queuekit.BackendUnavailable` (as does a write that meets a pipe nobody can read)
+once every handle in every process has closed its read end or exited. Python ignores
+``SIGPIPE``; a program that restores its default dies of it like any pipe writer.
+
+As with ``mp://``, a process killed while waiting (in get, put or join) is harmless; one killed
+while writing into or reading from the pipe (under the lock) leaves the queue unusable.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import struct
+import threading
+import time
+from collections.abc import Iterable
+from multiprocessing.reduction import DupFd
+from typing import Any, ClassVar, TypeVar
+
+from .._base import QueueBase, check_max_items
+from .._errors import (
+    BackendUnavailable,
+    CorruptMessage,
+    Full,
+    InvalidURL,
+    MessageTooLarge,
+    QueueClosed,
+)
+from .._procstate import (
+    CONTEXT_PARAM,
+    COUNT,
+    FIRST_FREE,
+    IMMEDIATE,
+    SHUTDOWN,
+    ProcessSharedState,
+    check_travel,
+    start_methods_for,
+)
+from .._protocol import Capabilities
+from .._serializers import Serializer, get_serializer
+from .._urls import Param, QueueURL, as_int, as_serializer, as_size, bind_params
+
+__all__ = ["DEFAULT_CAPACITY", "PipeFull", "PipeQueue", "frame_budget"]
+
+T = TypeVar("T")
+
+DEFAULT_CAPACITY = 1024 * 1024
+"""Bytes asked for when ``capacity`` is not given (less if ``pipe-max-size`` is lower)."""
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MAX_SIZE_FILE = "/proc/sys/fs/pipe-max-size"
+
+# A frame header: magic (2 bytes), version, flags, the payload's length, and that length again
+# xor _CHECK, little-endian. The first four bytes are read as one number, the tag.
+_HEADER = struct.Struct("<III")
+_MAGIC = 0x4B51
+_VERSION = 2
+_TAG = _MAGIC | _VERSION << 16  # flags 0
+_CHECK = 0xA5C3_5A3C
+_HEAD = _HEADER.size
+
+# Below this, a put joins header and payload (a small copy) rather than passing both to writev.
+_JOIN_BELOW = 16 * 1024
+# A get that claims every frame in the pipe reads them in one call, unless it is one big frame
+# (then header and payload are read apart, so the payload is not copied again).
+_ONE_READ = 64 * 1024
+
+# Slots of the shared array beyond the common ones.
+_BYTES = FIRST_FREE  # bytes of counted frames in the pipe
+_TORN = FIRST_FREE + 1  # a write is being finished outside the lock; other putters wait
+_CORRUPT = FIRST_FREE + 2  # a reader found the stream corrupt; the queue is unusable
+_LATE = FIRST_FREE + 3  # writes the kernel took only in part (see _finish_write)
+# The longest-waiting putter keeps the bytes it needs from later putters (see has_room): how
+# many, whose (a thread id, unique on the system), since when it waits, and when it last
+# checked (monotonic milliseconds).
+_HOLD, _HOLDER, _HOLD_SINCE, _HOLD_SEEN = (FIRST_FREE + i for i in range(4, 8))
+# The header of the front frame, when a get has read it already (its tag + 1; 0: not read).
+_NEXT_TAG, _NEXT_LENGTH, _NEXT_CHECK = (FIRST_FREE + i for i in range(8, 11))
+_SLOTS = 11
+
+HOLD_STALE = 3.0
+"""Seconds after which a hold whose owner stopped checking (a killed putter) is void."""
+
+
+class PipeFull(Full):
+    """A frame did not fit the pipe in time (a ``queue.Full``); the message says why and what
+    to do."""
+
+
+def frame_budget(capacity: int) -> int:
+    """The bytes a pipe of ``capacity`` may hold with no write ever waiting for a page slot."""
+    return (capacity // PAGE // 2) * (PAGE + 1)
+
+
+def _kernel_size(requested: int) -> int:
+    pages = -(-requested // PAGE)
+    return PAGE * (1 << (pages - 1).bit_length())
+
+
+def _pipe_max_size() -> int | None:
+    try:
+        with open(MAX_SIZE_FILE) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _set_capacity(fd: int, capacity: object) -> int:
+    """Give the pipe ``capacity`` bytes (None: the default); the size the kernel made."""
+    limit = _pipe_max_size()
+    if capacity is None:
+        want = min(DEFAULT_CAPACITY, limit or DEFAULT_CAPACITY)
+    else:
+        try:
+            want = as_size(capacity)
+        except (TypeError, ValueError) as exc:
+            raise InvalidURL(f"bad value {capacity!r} for 'capacity': {exc}") from None
+    if not PAGE < want < 1 << 31:
+        raise InvalidURL(
+            f"capacity={want}: a pipe:// capacity is more than one page ({PAGE} bytes) and "
+            "less than 2GiB; ask for 64KiB or more, like capacity=1MiB"
+        )
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, want)
+    except PermissionError:
+        size = _kernel_size(want)
+        if limit is not None and size > limit:
+            raise InvalidURL(
+                f"capacity={want} makes a pipe of {size} bytes (the kernel rounds up to a "
+                f"power-of-two number of pages), above the limit for unprivileged processes, "
+                f"{MAX_SIZE_FILE} = {limit}; ask for at most capacity={limit}, or have an "
+                "administrator raise fs.pipe-max-size"
+            ) from None
+        raise BackendUnavailable(
+            f"the kernel refused a pipe of {size} bytes: this user's pipes hold more pages "
+            "than /proc/sys/fs/pipe-user-pages-soft allows; close queues no longer used, or "
+            "ask for a smaller capacity="
+        ) from None
+    made: int = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    return made
+
+
+def _corrupt(what: str) -> CorruptMessage:
+    return CorruptMessage(
+        f"pipe://: the byte stream in the pipe is corrupt ({what}). Something other than this "
+        "queue read from or wrote into the pipe, or a process was killed while writing. The "
+        "items in it cannot be recovered: shut the queue down and open a new one."
+    )
+
+
+Head = tuple[int, int, int]
+"""A frame header as read: (tag, payload length, check)."""
+
+
+def _check(head: Head, left: int) -> int:
+    """The payload length of ``head``; ``CorruptMessage`` unless it is a frame header whose
+    payload fits the ``left`` bytes counted in the pipe after it."""
+    tag, length, check = head
+    if tag != _TAG or check != length ^ _CHECK:
+        raise _corrupt(f"a frame header reads {_HEADER.pack(tag, length, check).hex()}")
+    if length > left:
+        raise _corrupt(f"a frame claims {length} bytes where {left} remain")
+    return length
+
+
+def _split(data: bytes, k: int, head: Head | None) -> list[bytes]:
+    """The payloads of the ``k`` frames that make up ``data`` exactly (the first one's header
+    already read, if ``head`` is given)."""
+    payloads = []
+    offset, end = 0, len(data)
+    unpack = _HEADER.unpack_from
+    for _ in range(k):
+        if head is None:
+            if end - offset < _HEAD:
+                raise _corrupt(f"a frame header is cut short at {end - offset} bytes")
+            head = unpack(data, offset)
+            offset += _HEAD
+        length = _check(head, end - offset)
+        payloads.append(data[offset : offset + length])
+        offset += length
+        head = None
+    if offset != end:
+        raise _corrupt(f"{end - offset} bytes are left over after the counted frames")
+    return payloads
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _poll(fd: int, events: int, timeout_ms: int) -> int:
+    poller = select.poll()
+    poller.register(fd, events)
+    found = 0
+    for _, mask in poller.poll(timeout_ms):
+        found |= mask
+    return found
+
+
+class _Pipe(ProcessSharedState):
+    """The kernel pipe and the queue's shared state; this process's ends of the pipe."""
+
+    PROBE_EVERY = 0.5
+
+    def __init__(self, maxsize: int, context: str | None, capacity: object) -> None:
+        # The pipe first: a capacity the kernel refuses costs no semaphores.
+        self.rfd, self.wfd = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.capacity = _set_capacity(self.wfd, capacity)
+            # Non-blocking, so that a stream short of bytes is an error and not a hang, and a
+            # write the budget misjudged comes back (see _finish_write) instead of blocking.
+            os.set_blocking(self.rfd, False)
+            os.set_blocking(self.wfd, False)
+            super().__init__(maxsize, context, extra_slots=_SLOTS)
+        except BaseException:
+            self.close_fds()
+            raise
+        self.budget = frame_budget(self.capacity)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Only while a child process is being started (the handle checked): the child gets
+        # its own copies of the ends.
+        state = dict(self.__dict__)
+        state["rfd"] = DupFd(self.rfd) if self.rfd >= 0 else None
+        state["wfd"] = DupFd(self.wfd)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for end in ("rfd", "wfd"):
+            dup = state[end]
+            state[end] = -1 if dup is None else dup.detach()
+            if state[end] >= 0:
+                os.set_inheritable(state[end], False)
+        self.__dict__.update(state)
+
+    def close_fds(self) -> None:
+        for end in ("rfd", "wfd"):
+            fd = getattr(self, end, -1)
+            setattr(self, end, -1)
+            if fd >= 0:
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close_fds()
+
+    def close_reader(self) -> None:
+        if self.rfd >= 0:
+            os.close(self.rfd)
+            self.rfd = -1
+
+    # --- Putting ----------------------------------------------------------------------------
+
+    def fits(self, waiting: int, nbytes: int) -> bool:
+        return waiting + nbytes <= self.budget or (not waiting and nbytes <= self.capacity)
+
+    def has_room(self, n: int, nbytes: int, since: float | None) -> bool:
+        # Fair shares: frames only go in beside the bytes held for the longest-waiting putter,
+        # so the pipe drains until that one fits, and a large frame is not starved by a stream
+        # of smaller ones.
+        s = self.slots
+        if 0 < self.maxsize < s[COUNT] + n or s[_TORN]:
+            return False
+        waiting, hold = s[_BYTES], s[_HOLD]
+        if not hold:
+            return self.fits(waiting, nbytes) or self._hold(nbytes, since)
+        now = _ms(time.monotonic())
+        if s[_HOLDER] == threading.get_native_id():
+            if self.fits(waiting, nbytes):
+                s[_HOLD] = 0
+                self.made_room()  # older waiters than the next putter may take the hold
+                return True
+            s[_HOLD_SEEN] = now
+            return False
+        if now - s[_HOLD_SEEN] >= HOLD_STALE * 1000:  # its owner died or stopped waiting
+            s[_HOLD] = 0
+            return self.fits(waiting, nbytes) or self._hold(nbytes, since)
+        if waiting + nbytes + hold <= self.budget:
+            return True
+        if (now if since is None else _ms(since)) < s[_HOLD_SINCE]:
+            self._hold(nbytes, since)
+        return False
+
+    def _hold(self, nbytes: int, since: float | None) -> bool:
+        s = self.slots
+        now = _ms(time.monotonic())
+        s[_HOLD], s[_HOLDER] = nbytes, threading.get_native_id()
+        s[_HOLD_SINCE] = now if since is None else _ms(since)
+        s[_HOLD_SEEN] = now
+        return False
+
+    def release_hold(self) -> None:
+        """Give up this thread's hold, if it has one (its put failed)."""
+        s = self.slots
+        if s[_HOLD] and s[_HOLDER] == threading.get_native_id():
+            s[_HOLD] = 0
+            self.made_room()
+
+    def no_room(self, n: int, nbytes: int) -> Full:
+        if 0 < self.maxsize < self.slots[COUNT] + n:
+            return Full()
+        s = self.slots
+        held = ""
+        if s[_HOLD] and s[_HOLDER] != threading.get_native_id():
+            held = f" and the {s[_HOLD]} bytes kept for a put that has waited longer"
+        return PipeFull(
+            f"pipe:// is full: a frame of {nbytes} bytes does not fit beside the {s[_BYTES]} "
+            f"bytes waiting in the pipe{held} (capacity {self.capacity} bytes, of which frames "
+            f"fill at most {self.budget} at once). Let consumers drain the queue (get from it "
+            "before joining its producers), raise capacity=, or use shm:// or redis:// to hold "
+            "more"
+        )
+
+    def probe(self) -> None:
+        if _poll(self.wfd, 0, 0) & select.POLLERR:
+            raise self._unreadable()
+
+    def _unreadable(self) -> BackendUnavailable:
+        return BackendUnavailable(
+            "pipe://: no process can read the pipe any more (every handle has exited or called "
+            "close_reader()), so no put can complete; get from a handle that keeps its read "
+            "end, or open a new queue"
+        )
+
+    def send(
+        self, frames: bytes | list[bytes], n: int, nbytes: int, block: bool, timeout: float | None
+    ) -> None:
+        """Write ``n`` items' frames, ``nbytes`` in all, once they fit, and count them in."""
+        self.acquire()
+        try:
+            s = self.slots
+            if s[_CORRUPT]:
+                raise _corrupt("found by an earlier get")
+            try:
+                self.wait_for_room(n, nbytes, block, timeout)
+            except BaseException:
+                self.release_hold()
+                raise
+            if nbytes and not self._write(frames, nbytes):
+                return
+            s[_BYTES] += nbytes
+            self.added(n)
+        finally:
+            self.lock.release()
+
+    def _write(self, frames: bytes | list[bytes], nbytes: int) -> bool:
+        """Write the frames whole; False if an immediate shutdown discarded them meanwhile."""
+        try:
+            if isinstance(frames, bytes):
+                written = os.write(self.wfd, frames)
+            else:
+                written = os.writev(self.wfd, frames)
+        except BlockingIOError:
+            written = 0
+        except BrokenPipeError:
+            raise self._unreadable() from None
+        return written == nbytes or self._finish_write(frames, written)
+
+    def _finish_write(self, frames: bytes | list[bytes], written: int) -> bool:
+        """The budget said the frames fit, and the kernel took only ``written`` bytes.
+
+        Never seen on Linux; if a kernel packs pipes otherwise, the rest of the frame is
+        written once readers make room, with the lock released (readers only read counted
+        frames, which come before this one) and other putters held back, so no frame tears.
+        """
+        rest = memoryview(frames if isinstance(frames, bytes) else b"".join(frames))[written:]
+        s = self.slots
+        s[_TORN] = 1
+        s[_LATE] += 1
+        self.lock.release()
+        try:
+            while rest:
+                if _poll(self.wfd, select.POLLOUT, 500) & select.POLLERR:
+                    raise self._unreadable()
+                try:
+                    rest = rest[os.write(self.wfd, rest) :]
+                except BlockingIOError:
+                    continue
+                except BrokenPipeError:
+                    raise self._unreadable() from None
+        finally:
+            self.lock.acquire()
+            s[_TORN] = 0
+            self.made_room()
+        return s[SHUTDOWN] != IMMEDIATE
+
+    # --- Getting ----------------------------------------------------------------------------
+
+    def receive(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:
+        """The payloads of between 1 and ``max_items`` frames, front first."""
+        if self.rfd < 0:
+            raise QueueClosed(
+                "this pipe:// handle gave up its read end (close_reader()); get from a handle "
+                "that kept it, or open the queue again"
+            )
+        self.acquire()
+        try:
+            s = self.slots
+            if s[_CORRUPT]:
+                raise _corrupt("found by an earlier get")
+            claimed = self.wait_for_items(max_items, block, timeout)
+            try:
+                payloads = self._read(claimed)
+            except CorruptMessage:
+                s[_CORRUPT] = 1
+                raise
+            self.made_room()
+            return payloads
+        finally:
+            self.lock.release()
+
+    def _read(self, k: int) -> list[bytes]:
+        """The payloads of the ``k`` frames at the front of the pipe, just claimed.
+
+        Each read of a payload takes the next frame's header along when another counted
+        frame follows (kept in the shared state for the next get): one system call a frame.
+        """
+        s = self.slots
+        left, after, ahead = s[_BYTES], s[COUNT], s[_NEXT_TAG]
+        head: Head | None = (ahead - 1, s[_NEXT_LENGTH], s[_NEXT_CHECK]) if ahead else None
+        if not after and (k > 1 or left <= _ONE_READ):
+            payloads = _split(self._read_exactly(left), k, head)
+            s[_BYTES] = s[_NEXT_TAG] = 0
+            return payloads
+        payloads = []
+        for i in range(k):
+            if head is None:
+                head = _HEADER.unpack(self._read_exactly(_HEAD))
+                left -= _HEAD
+            length = _check(head, left)
+            if (after or i < k - 1) and length <= _ONE_READ:
+                data = self._read_exactly(length + _HEAD)
+                payloads.append(data[:length])
+                head = _HEADER.unpack_from(data, length)
+                left -= length + _HEAD
+            else:
+                payloads.append(self._read_exactly(length))
+                head = None
+                left -= length
+        s[_BYTES] = left
+        s[_NEXT_TAG], s[_NEXT_LENGTH], s[_NEXT_CHECK] = (
+            (head[0] + 1, head[1], head[2]) if head else (0, 0, 0)
+        )
+        return payloads
+
+    def _read_exactly(self, n: int) -> bytes:
+        # Every counted frame is whole in the kernel: one read gets it all, or bytes are gone.
+        try:
+            data = os.read(self.rfd, n)
+        except BlockingIOError:
+            data = b""
+        if len(data) != n:
+            raise _corrupt(f"{n} bytes were counted in the pipe, {len(data)} were there")
+        return data
+
+    def snapshot(self) -> dict[str, Any]:
+        facts = super().snapshot()
+        with self.lock:
+            waiting, late = self.slots[_BYTES], self.slots[_LATE]
+        return {**facts, "bytes_waiting": waiting, "late_writes": late}
+
+
+class PipeQueue(QueueBase[T]):
+    PARAMS: ClassVar[list[Param]] = [
+        Param(
+            "capacity",
+            as_size,
+            None,
+            "kernel pipe size, like 64KiB or 1MiB, rounded up to a power-of-two number of "
+            f"pages; default {DEFAULT_CAPACITY // 1024}KiB, or {MAX_SIZE_FILE} if lower",
+        ),
+        Param("maxsize", as_int, 0, "most items held; 0 for unbounded"),
+        Param(
+            "serializer", as_serializer, "pickle", "pickle, json, raw or an object with dumps/loads"
+        ),
+        CONTEXT_PARAM,
+    ]
+
+    def __init__(
+        self,
+        *,
+        capacity: int | str | None = None,
+        maxsize: int = 0,
+        serializer: Serializer | str = "pickle",
+        context: str | None = None,
+    ) -> None:
+        if not hasattr(os, "pipe2") or not hasattr(fcntl, "F_SETPIPE_SZ"):
+            raise BackendUnavailable("pipe:// needs Linux (pipe2 and F_SETPIPE_SZ); use mp://")
+        self._serializer = get_serializer(serializer)
+        self._pipe = _Pipe(maxsize, context, capacity)
+        self._limit = self._pipe.budget - _HEAD
+
+    @classmethod
+    def from_url(cls, url: QueueURL, **options: Any) -> PipeQueue[Any]:
+        if url.location or url.path or url.username is not None or url.password is not None:
+            raise InvalidURL(
+                f"{url}: pipe:// takes no host, name or path; write pipe:// with parameters "
+                "only, as in pipe://?capacity=1MiB&maxsize=100"
+            )
+        return cls(**bind_params(url, cls.PARAMS, options))
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "<PipeQueue pipe:// closed>"
+        return f"<PipeQueue pipe:// capacity={self._pipe.capacity} maxsize={self.maxsize}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        check_travel(self, "pipe", self._pipe.context, self._closed)
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._closed = False
+
+    @property
+    def maxsize(self) -> int:
+        return self._pipe.maxsize
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            qsize="exact",
+            ordering="fifo",
+            cross_process=True,
+            start_methods=start_methods_for(self._pipe.context),
+            serializes=True,
+            max_message_size=self._limit,
+        )
+
+    def _too_large(self, size: int) -> MessageTooLarge:
+        return MessageTooLarge(
+            f"a serialized item of {size} bytes can never fit pipe://: in a pipe of "
+            f"capacity={self._pipe.capacity} an item may take at most {self._limit} bytes "
+            "(frames fill at most about half the pipe, so that no write waits half-way). "
+            "Raise capacity=, or use shm:// or redis:// for larger items"
+        )
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        self._check_open()
+        data = self._serializer.dumps(item)
+        size = _HEAD + len(data)
+        if size > self._pipe.budget:
+            raise self._too_large(len(data))
+        head = _HEADER.pack(_TAG, len(data), len(data) ^ _CHECK)
+        # Small frames are joined (a cheap copy); large ones go as two buffers of one writev.
+        self._pipe.send(
+            head + data if size < _JOIN_BELOW else [head, data], 1, size, block, timeout
+        )
+
+    def put_many(
+        self, items: Iterable[T], block: bool = True, timeout: float | None = None
+    ) -> None:
+        self._check_open()
+        parts: list[bytes] = []
+        dumps, pack, limit = self._serializer.dumps, _HEADER.pack, self._limit
+        for item in items:
+            data = dumps(item)
+            if len(data) > limit:
+                raise self._too_large(len(data))
+            parts += (pack(_TAG, len(data), len(data) ^ _CHECK), data)
+        frames = b"".join(parts)
+        if len(frames) > self._pipe.capacity:
+            raise MessageTooLarge(
+                f"a batch of {len(parts) // 2} items takes {len(frames)} bytes, more than a pipe "
+                f"of capacity={self._pipe.capacity} holds at once; split it into smaller "
+                "put_many calls, or raise capacity="
+            )
+        self._pipe.send(frames, len(parts) // 2, len(frames), block, timeout)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        self._check_open()
+        item: T = self._serializer.loads(self._pipe.receive(1, block, timeout)[0])
+        return item
+
+    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
+        self._check_open()
+        check_max_items(max_items)
+        loads = self._serializer.loads
+        return [loads(data) for data in self._pipe.receive(max_items, block, timeout)]
+
+    def qsize(self) -> int:
+        self._check_open()
+        return self._pipe.qsize()
+
+    def task_done(self) -> None:
+        self._check_open()
+        self._pipe.task_done()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._check_open()
+        self._pipe.join(timeout)
+
+    def shutdown(self, immediate: bool = False) -> None:
+        # Discarded frames stay in the pipe, never read: after an immediate shutdown no get
+        # takes a frame and no put adds one.
+        self._check_open()
+        self._pipe.shutdown(immediate)
+
+    def close_reader(self) -> None:
+        """Give up this handle's read end: its gets raise ``QueueClosed`` from now on.
+
+        Once no handle in any process has a read end, puts raise ``BackendUnavailable``
+        instead of waiting for room that no reader can make. Call it in producer processes.
+        """
+        self._check_open()
+        self._pipe.close_reader()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pipe.close_fds()
+
+    def info(self) -> dict[str, Any]:
+        """Facts for ``queuekit info``."""
+        self._check_open()
+        return {
+            **self._pipe.snapshot(),
+            "serializer": self._serializer.name,
+            "capacity": self._pipe.capacity,
+            "frame_budget": self._pipe.budget,
+            "max_message_size": self._limit,
+            "reader": self._pipe.rfd >= 0,
+        }
