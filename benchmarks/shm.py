@@ -39,7 +39,11 @@ MiB = 1024 * 1024
 
 
 def backends(capacity: str = "16MiB", fifo_bytes: int = 1_000_000) -> list[Backend]:
-    found = [throughput.BASELINE, throughput._queuekit(f"shm://?capacity={capacity}")]
+    found = [
+        throughput.BASELINE,
+        throughput._queuekit(f"shm://?capacity={capacity}"),
+        throughput._queuekit(f"shm://?capacity={capacity}&checksum=true"),
+    ]
     try:
         import faster_fifo  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = 10 if args.quick else 1
     n = 200_000 // scale
     small = backends()
-    large = backends(capacity="64MiB", fifo_bytes=64 * MiB)
+    large = backends(capacity="16MiB", fifo_bytes=16 * MiB)
     cases = [
         Case(
             "1P->1C put/get",
@@ -349,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     for backend in small:
         lines.append(f"  {backend.name}: {idle_cpu(backend):.3%} of a core")
     lines.append("one process, per call (median of 5):")
-    for url in ("shm://", "shm://?checksum=false", "memory://?serializer=pickle"):
+    for url in ("shm://", "shm://?checksum=true", "memory://?serializer=pickle"):
         calls = [per_call(url, n // 2) for _ in range(5)]
         put_us = statistics.median(c[0] for c in calls)
         get_us = statistics.median(c[1] for c in calls)

@@ -157,7 +157,7 @@ def test_create_modes_and_mismatched_settings(name: str) -> None:
     with queuekit.open(url, create="new", maxsize=3, capacity="64KiB"):
         with pytest.raises(InvalidURL, match="exists already"):
             queuekit.open(url, create="new")
-        for option, value in (("maxsize", 4), ("capacity", "1MiB"), ("checksum", False)):
+        for option, value in (("maxsize", 4), ("capacity", "1MiB"), ("checksum", True)):
             with pytest.raises(InvalidURL, match=f"{option}="):
                 queuekit.open(url, **{option: value})
         with queuekit.open(f"{url}?maxsize=3&capacity=65536", create="never") as same:
@@ -285,6 +285,20 @@ def test_items_cross_the_wrap_in_batches() -> None:
             while len(got) < len(batch):
                 got += q.get_many(rng.randrange(1, 4))
             assert got == batch, f"round {round_}"
+
+
+def test_checksum_catches_bytes_changed_in_the_ring() -> None:
+    ring = shm()._DATA_AT
+    with queuekit.open("shm://?checksum=true&serializer=raw") as q:
+        q.put_many([b"first item", b"second item"])
+        q._seg.mm[ring + 8] ^= 0xFF  # type: ignore[attr-defined] # as another writer could
+        with pytest.raises(shm().CorruptMessage, match="CRC-32"):
+            q.get_nowait()
+        assert q.get_nowait() == b"second item"
+    with queuekit.open("shm://?serializer=raw") as q:
+        q.put(b"unchecked")
+        q._seg.mm[ring + 8] ^= 0xFF  # type: ignore[attr-defined]
+        assert q.get_nowait() != b"unchecked", "without checksums the change goes unseen"
 
 
 # --- Surviving death ---------------------------------------------------------------------------

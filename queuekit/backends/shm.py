@@ -13,12 +13,13 @@ Lifecycle:
   name; handles open then keep working on it, and the next open of the name makes a new queue.
   There is no resource tracker involved, on any Python version.
 
-The items are frames in one ring (8-byte header: length and CRC-32 of the payload, which is
-split in two where it wraps around), and the queue's state (head, tail, count, unfinished
-tasks, shutdown) is written in two copies, with the current one chosen by a single word. Every
-change is made under one robust lock: a put writes its frames into free space and then flips
-that word; a get copies frames out and then flips it. A process killed at any instant leaves
-the state from before or after its call, never a torn frame, and the kernel releases its lock.
+The items are frames in one ring (8-byte header: the payload's length, and its CRC-32 with
+``checksum=true``; a payload is split in two where it wraps around), and the queue's state
+(head, tail, count, unfinished tasks, shutdown) is written in two copies, with the current one
+chosen by a single word. Every change is made under one robust lock: a put writes its frames
+into free space and then flips that word; a get copies frames out and then flips it. A process
+killed at any instant leaves the state from before or after its call, never a torn frame, and
+the kernel releases its lock.
 
 What a killed process can lose: the items of a put it was inside (all or none of a batch, and
 none are visible before they all are), and the items it had got, in a get that was returning
@@ -372,7 +373,12 @@ class ShmQueue(QueueBase[T]):
             "auto",
             "auto (attach to NAME, or create it), new (create only), never (attach only)",
         ),
-        Param("checksum", as_bool, True, "check a CRC-32 of every item when it is got"),
+        Param(
+            "checksum",
+            as_bool,
+            False,
+            "store a CRC-32 of every item and check it when it is got (costs time, see docs)",
+        ),
     ]
     # Settings of the queue itself: given when attaching, they must match what it has.
     _SETTINGS = ("maxsize", "capacity", "checksum")
@@ -414,7 +420,7 @@ class ShmQueue(QueueBase[T]):
             return _new_file(
                 wanted["capacity"] or DEFAULT_CAPACITY,
                 wanted["maxsize"] or 0,
-                True if wanted["checksum"] is None else wanted["checksum"],
+                bool(wanted["checksum"]),
                 name,
             )
 
