@@ -116,8 +116,8 @@ def main() -> int:
         "note: on multiprocessing's transport (mp://) a process that put items cannot exit "
         "until its feeder thread has written them into the 64 KiB pipe, so joining producers "
         "before their queue is drained hangs: try --join-first. This run drains while they "
-        "run. shm:// has no feeder thread (a put returns once its item is in shared memory); "
-        "pipe:// is planned. Either takes this same script with a one-word change of URL."
+        "run. shm:// and pipe:// have no feeder thread: a put returns once its item is in the "
+        "queue, and a full queue shows in put (it waits, or raises Full after its timeout)."
     )
     return 0 if once == len(delivered) == args.items and not crashed else 1
 
