@@ -292,7 +292,7 @@ def test_checksum_catches_bytes_changed_in_the_ring() -> None:
     with queuekit.open("shm://?checksum=true&serializer=raw") as q:
         q.put_many([b"first item", b"second item"])
         q._seg.mm[ring + 8] ^= 0xFF  # type: ignore[attr-defined] # as another writer could
-        with pytest.raises(shm().CorruptMessage, match="CRC-32"):
+        with pytest.raises(queuekit.CorruptMessage, match="CRC-32"):
             q.get_nowait()
         assert q.get_nowait() == b"second item"
     with queuekit.open("shm://?serializer=raw") as q:

@@ -44,18 +44,16 @@ from multiprocessing.context import get_spawning_popen
 from multiprocessing.reduction import DupFd
 from typing import Any, ClassVar, TypeVar
 
-from .. import _errors
 from .._base import QueueBase, check_batch_fits, check_max_items, deadline, remaining
 from .._errors import (
     BackendUnavailable,
+    CorruptMessage,
     Empty,
     Full,
     InvalidURL,
     JoinTimeout,
     MessageTooLarge,
     QueueClosed,
-    QueueError,
-    SerializationError,
     ShutDown,
 )
 from .._protocol import Capabilities
@@ -74,9 +72,6 @@ from .._urls import Param, QueueURL, as_bool, as_int, as_serializer, as_size, bi
 __all__ = ["DEFAULT_CAPACITY", "SHM_DIR", "ShmQueue", "unlink"]
 
 T = TypeVar("T")
-
-# Damaged bytes: CorruptMessage where this version of queuekit has it.
-CorruptMessage: type[QueueError] = getattr(_errors, "CorruptMessage", SerializationError)
 
 SHM_DIR = "/dev/shm"
 PREFIX = "queuekit-"
@@ -830,7 +825,7 @@ class ShmQueue(QueueBase[T]):
         }
 
 
-def _corrupt(seg: _Segment, data: bytes) -> QueueError:
+def _corrupt(seg: _Segment, data: bytes) -> CorruptMessage:
     return CorruptMessage(
         f"an item of {len(data)} bytes read from shm://{seg.name} fails its CRC-32 check: the "
         "segment was written to by something other than queuekit; the item (and any got with "
