@@ -17,24 +17,28 @@ import multiprocessing
 import time
 from multiprocessing.context import get_spawning_popen
 from multiprocessing.synchronize import Lock, Semaphore
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ._base import check_batch_fits, deadline, remaining
+from ._base import QueueBase, check_batch_fits, deadline, remaining
 from ._errors import Empty, Full, InvalidURL, JoinTimeout, QueueClosed, ShutDown
-from ._urls import Param
+from ._protocol import Capabilities
+from ._urls import Param, as_int, as_serializer
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
 
 __all__ = [
-    "CONTEXT_PARAM",
+    "PROCESS_PARAMS",
     "START_METHODS",
     "ProcessSharedState",
+    "SharedStateHandle",
     "as_context",
     "check_travel",
     "primitives_context",
     "start_methods_for",
 ]
+
+T = TypeVar("T")
 
 START_METHODS = ("fork", "spawn", "forkserver")
 
@@ -60,13 +64,18 @@ def as_context(value: object) -> str:
     return value
 
 
-CONTEXT_PARAM = Param(
-    "context",
-    as_context,
-    "",
-    "start method of the processes sharing the queue: fork (fork-only locks), spawn, "
-    "forkserver, or empty for any",
-)
+PROCESS_PARAMS = [
+    Param("maxsize", as_int, 0, "most items held; 0 for unbounded"),
+    Param("serializer", as_serializer, "pickle", "pickle, json, raw or an object with dumps/loads"),
+    Param(
+        "context",
+        as_context,
+        "",
+        "start method of the processes sharing the queue: fork (fork-only locks), spawn, "
+        "forkserver, or empty for any",
+    ),
+]
+"""The parameters of every backend whose queue is shared by processes through this module."""
 
 
 def start_methods_for(context: str) -> tuple[str, ...]:
@@ -324,3 +333,44 @@ class ProcessSharedState:
             "context": self.context or "any",
             "start_methods": list(start_methods_for(self.context)),
         }
+
+
+class SharedStateHandle(QueueBase[T]):
+    """A handle's calls that only consult the :class:`ProcessSharedState` in ``_shared``,
+    and how a handle travels to a child process (as a ``Process`` argument, nothing else)."""
+
+    SCHEME: ClassVar[str]
+    _shared: ProcessSharedState
+
+    def __getstate__(self) -> dict[str, Any]:
+        check_travel(self, self.SCHEME, self._shared.context, self._closed)
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._closed = False
+
+    def _capabilities(self, **more: Any) -> Capabilities:
+        return Capabilities(
+            qsize="exact",
+            cross_process=True,
+            start_methods=start_methods_for(self._shared.context),
+            serializes=True,
+            **more,
+        )
+
+    @property
+    def maxsize(self) -> int:
+        return self._shared.maxsize
+
+    def qsize(self) -> int:
+        self._check_open()
+        return self._shared.qsize()
+
+    def task_done(self) -> None:
+        self._check_open()
+        self._shared.task_done()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._check_open()
+        self._shared.join(timeout)

@@ -1,6 +1,6 @@
 """What is particular to pipe://; the contract itself is the conformance suite's business.
 
-Some tests reach the pipe's file descriptors (``q._pipe.rfd``/``wfd``) to do what another
+Some tests reach the pipe's file descriptors (``q._shared.rfd``/``wfd``) to do what another
 program could: write garbage into the pipe, read from it behind the queue's back, exec.
 Children run module-level functions, so spawn and forkserver children can import them.
 """
@@ -115,7 +115,7 @@ def _echo(jobs: PipeQueue[int], results: PipeQueue[tuple[int, int]], n: int) -> 
 
 
 def _report_fds(q: PipeQueue[Any], conn: Connection) -> None:
-    ends = (q._pipe.rfd, q._pipe.wfd)
+    ends = (q._shared.rfd, q._shared.wfd)
     flags = [bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC) for fd in ends]
     conn.send((flags, _reachable_after_exec(ends[0])))
     conn.close()
@@ -310,12 +310,12 @@ def test_a_putter_killed_while_waiting_keeps_room_only_for_a_while(
     assert attempt() == "kept", "a small put took the room a waiting large one needs"
     # Killed while waiting, not while it holds the queue's lock (which it takes twice a second
     # to look again): a process killed holding a multiprocessing lock leaves it held for good.
-    q._pipe.lock.acquire()
+    q._shared.lock.acquire()
     try:
         child.kill()
         child.join(LONG)
     finally:
-        q._pipe.lock.release()
+        q._shared.lock.release()
     killed = time.monotonic()
     assert attempt() == "kept", "a dead putter's room was given up at once"
     while (outcome := attempt()) == "kept":
@@ -341,7 +341,7 @@ def test_capacity_is_rounded_as_the_kernel_does_and_shown(
     q = opened(f"pipe://?capacity={asked}")
     info = q.info()
     assert info["capacity"] == made
-    assert fcntl.fcntl(q._pipe.wfd, fcntl.F_GETPIPE_SZ) == made
+    assert fcntl.fcntl(q._shared.wfd, fcntl.F_GETPIPE_SZ) == made
     assert info["frame_budget"] == _pages(made) // 2 * (PAGE + 1)
     assert q.capabilities.max_message_size == info["frame_budget"] - HEAD
     assert f"capacity={made}" in repr(q)
@@ -434,7 +434,7 @@ def test_pipe_ends_are_close_on_exec_in_every_process(
     method: str, opened: Callable[..., PipeQueue[Any]]
 ) -> None:
     q = opened()
-    assert not _reachable_after_exec(q._pipe.rfd), "a program run by the parent gets the pipe"
+    assert not _reachable_after_exec(q._shared.rfd), "a program run by the parent gets the pipe"
     ctx: Any = multiprocessing.get_context(method)
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_report_fds, args=(q, send), daemon=True)
@@ -556,7 +556,7 @@ def test_a_corrupt_stream_is_an_error_not_garbage_or_a_hang(
     damage: str, said: str, opened: Callable[..., PipeQueue[Any]]
 ) -> None:
     q = opened("pipe://?serializer=raw")
-    r, w = q._pipe.rfd, q._pipe.wfd
+    r, w = q._shared.rfd, q._shared.wfd
     if damage == "garbage":
         os.write(w, b"this is not a frame at all")
     elif damage == "huge-length":
@@ -637,7 +637,7 @@ def test_mixed_sizes_from_many_producers_arrive_whole(
     assert q.capabilities.max_message_size >= TAG.size + BIGGEST
     budget = q.info()["frame_budget"]
     if overcommit:
-        q._pipe.budget = 4 * q._pipe.capacity
+        q._shared.budget = 4 * q._shared.capacity
     go = FORK.Event()
     count = 200
     consumers, reports = [], []
@@ -727,7 +727,7 @@ def test_info_repr_and_close(opened: Callable[..., PipeQueue[Any]]) -> None:
     assert q.get(timeout=LONG) == 1
     assert (q.info()["qsize"], q.info()["unfinished"]) == (1, 2)
     assert q.capabilities.ordering == "fifo"
-    ends = (q._pipe.rfd, q._pipe.wfd)
+    ends = (q._shared.rfd, q._shared.wfd)
     q.close()
     q.close()
     assert "closed" in repr(q)

@@ -27,18 +27,17 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._base import QueueBase, check_max_items
+from .._base import check_max_items
 from .._errors import Empty, InvalidURL, ShutDown
 from .._procstate import (
-    CONTEXT_PARAM,
+    PROCESS_PARAMS,
     ProcessSharedState,
-    check_travel,
+    SharedStateHandle,
     primitives_context,
-    start_methods_for,
 )
 from .._protocol import Capabilities
 from .._serializers import Serializer, get_serializer
-from .._urls import Param, QueueURL, as_int, as_serializer, bind_params
+from .._urls import Param, QueueURL, bind_params
 
 if TYPE_CHECKING:
     from multiprocessing.queues import Queue as StdlibQueue
@@ -51,14 +50,9 @@ IN_FLIGHT_GRACE = 2.0
 """Seconds a getter waits for an item it has claimed but whose bytes are still on their way."""
 
 
-class MPQueue(QueueBase[T]):
-    PARAMS: ClassVar[list[Param]] = [
-        Param("maxsize", as_int, 0, "most items held; 0 for unbounded"),
-        Param(
-            "serializer", as_serializer, "pickle", "pickle, json, raw or an object with dumps/loads"
-        ),
-        CONTEXT_PARAM,
-    ]
+class MPQueue(SharedStateHandle[T]):
+    SCHEME = "mp"
+    PARAMS: ClassVar[list[Param]] = list(PROCESS_PARAMS)
 
     def __init__(
         self,
@@ -84,27 +78,9 @@ class MPQueue(QueueBase[T]):
         state = "closed" if self._closed else f"maxsize={self.maxsize}"
         return f"<MPQueue mp:// {state}>"
 
-    def __getstate__(self) -> dict[str, Any]:
-        check_travel(self, "mp", self._shared.context, self._closed)
-        return dict(self.__dict__)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._closed = False
-
-    @property
-    def maxsize(self) -> int:
-        return self._shared.maxsize
-
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            qsize="exact",
-            ordering="per-producer-fifo",
-            cross_process=True,
-            start_methods=start_methods_for(self._shared.context),
-            serializes=True,
-        )
+        return self._capabilities(ordering="per-producer-fifo")
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
         self._put_encoded([self._serializer.dumps(item)], block, timeout)
@@ -153,18 +129,6 @@ class MPQueue(QueueBase[T]):
                     continue
                 break
         return received
-
-    def qsize(self) -> int:
-        self._check_open()
-        return self._shared.qsize()
-
-    def task_done(self) -> None:
-        self._check_open()
-        self._shared.task_done()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._check_open()
-        self._shared.join(timeout)
 
     def shutdown(self, immediate: bool = False) -> None:
         self._check_open()

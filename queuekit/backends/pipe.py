@@ -58,7 +58,7 @@ from collections.abc import Iterable
 from multiprocessing.reduction import DupFd
 from typing import Any, ClassVar, TypeVar
 
-from .._base import QueueBase, check_max_items
+from .._base import check_max_items
 from .._errors import (
     BackendUnavailable,
     CorruptMessage,
@@ -68,18 +68,17 @@ from .._errors import (
     QueueClosed,
 )
 from .._procstate import (
-    CONTEXT_PARAM,
     COUNT,
     FIRST_FREE,
     IMMEDIATE,
+    PROCESS_PARAMS,
     SHUTDOWN,
     ProcessSharedState,
-    check_travel,
-    start_methods_for,
+    SharedStateHandle,
 )
 from .._protocol import Capabilities
 from .._serializers import Serializer, get_serializer
-from .._urls import Param, QueueURL, as_int, as_serializer, as_size, bind_params
+from .._urls import Param, QueueURL, as_size, bind_params
 
 __all__ = ["DEFAULT_CAPACITY", "PipeFull", "PipeQueue", "frame_budget"]
 
@@ -500,7 +499,9 @@ class _Pipe(ProcessSharedState):
         return {**facts, "bytes_waiting": waiting, "late_writes": late}
 
 
-class PipeQueue(QueueBase[T]):
+class PipeQueue(SharedStateHandle[T]):
+    SCHEME = "pipe"
+    _shared: _Pipe
     PARAMS: ClassVar[list[Param]] = [
         Param(
             "capacity",
@@ -509,11 +510,7 @@ class PipeQueue(QueueBase[T]):
             "kernel pipe size, like 64KiB or 1MiB, rounded up to a power-of-two number of "
             f"pages; default {DEFAULT_CAPACITY // 1024}KiB, or {MAX_SIZE_FILE} if lower",
         ),
-        Param("maxsize", as_int, 0, "most items held; 0 for unbounded"),
-        Param(
-            "serializer", as_serializer, "pickle", "pickle, json, raw or an object with dumps/loads"
-        ),
-        CONTEXT_PARAM,
+        *PROCESS_PARAMS,
     ]
 
     def __init__(
@@ -527,8 +524,8 @@ class PipeQueue(QueueBase[T]):
         if not hasattr(os, "pipe2") or not hasattr(fcntl, "F_SETPIPE_SZ"):
             raise BackendUnavailable("pipe:// needs Linux (pipe2 and F_SETPIPE_SZ); use mp://")
         self._serializer = get_serializer(serializer)
-        self._pipe = _Pipe(maxsize, context, capacity)
-        self._limit = self._pipe.budget - _HEAD
+        self._shared = _Pipe(maxsize, context, capacity)
+        self._limit = self._shared.budget - _HEAD
 
     @classmethod
     def from_url(cls, url: QueueURL, **options: Any) -> PipeQueue[Any]:
@@ -542,35 +539,16 @@ class PipeQueue(QueueBase[T]):
     def __repr__(self) -> str:
         if self._closed:
             return "<PipeQueue pipe:// closed>"
-        return f"<PipeQueue pipe:// capacity={self._pipe.capacity} maxsize={self.maxsize}>"
-
-    def __getstate__(self) -> dict[str, Any]:
-        check_travel(self, "pipe", self._pipe.context, self._closed)
-        return dict(self.__dict__)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._closed = False
-
-    @property
-    def maxsize(self) -> int:
-        return self._pipe.maxsize
+        return f"<PipeQueue pipe:// capacity={self._shared.capacity} maxsize={self.maxsize}>"
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            qsize="exact",
-            ordering="fifo",
-            cross_process=True,
-            start_methods=start_methods_for(self._pipe.context),
-            serializes=True,
-            max_message_size=self._limit,
-        )
+        return self._capabilities(ordering="fifo", max_message_size=self._limit)
 
     def _too_large(self, size: int) -> MessageTooLarge:
         return MessageTooLarge(
             f"a serialized item of {size} bytes can never fit pipe://: in a pipe of "
-            f"capacity={self._pipe.capacity} an item may take at most {self._limit} bytes "
+            f"capacity={self._shared.capacity} an item may take at most {self._limit} bytes "
             "(frames fill at most about half the pipe, so that no write waits half-way). "
             "Raise capacity=, or use shm:// or redis:// for larger items"
         )
@@ -579,11 +557,11 @@ class PipeQueue(QueueBase[T]):
         self._check_open()
         data = self._serializer.dumps(item)
         size = _HEAD + len(data)
-        if size > self._pipe.budget:
+        if size > self._shared.budget:
             raise self._too_large(len(data))
         head = _HEADER.pack(_TAG, len(data), len(data) ^ _CHECK)
         # Small frames are joined (a cheap copy); large ones go as two buffers of one writev.
-        self._pipe.send(
+        self._shared.send(
             head + data if size < _JOIN_BELOW else [head, data], 1, size, block, timeout
         )
 
@@ -599,42 +577,30 @@ class PipeQueue(QueueBase[T]):
                 raise self._too_large(len(data))
             parts += (pack(_TAG, len(data), len(data) ^ _CHECK), data)
         frames = b"".join(parts)
-        if len(frames) > self._pipe.capacity:
+        if len(frames) > self._shared.capacity:
             raise MessageTooLarge(
                 f"a batch of {len(parts) // 2} items takes {len(frames)} bytes, more than a pipe "
-                f"of capacity={self._pipe.capacity} holds at once; split it into smaller "
+                f"of capacity={self._shared.capacity} holds at once; split it into smaller "
                 "put_many calls, or raise capacity="
             )
-        self._pipe.send(frames, len(parts) // 2, len(frames), block, timeout)
+        self._shared.send(frames, len(parts) // 2, len(frames), block, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         self._check_open()
-        item: T = self._serializer.loads(self._pipe.receive(1, block, timeout)[0])
+        item: T = self._serializer.loads(self._shared.receive(1, block, timeout)[0])
         return item
 
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
         self._check_open()
         check_max_items(max_items)
         loads = self._serializer.loads
-        return [loads(data) for data in self._pipe.receive(max_items, block, timeout)]
-
-    def qsize(self) -> int:
-        self._check_open()
-        return self._pipe.qsize()
-
-    def task_done(self) -> None:
-        self._check_open()
-        self._pipe.task_done()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._check_open()
-        self._pipe.join(timeout)
+        return [loads(data) for data in self._shared.receive(max_items, block, timeout)]
 
     def shutdown(self, immediate: bool = False) -> None:
         # Discarded frames stay in the pipe, never read: after an immediate shutdown no get
         # takes a frame and no put adds one.
         self._check_open()
-        self._pipe.shutdown(immediate)
+        self._shared.shutdown(immediate)
 
     def close_reader(self) -> None:
         """Give up this handle's read end: its gets raise ``QueueClosed`` from now on.
@@ -643,21 +609,21 @@ class PipeQueue(QueueBase[T]):
         instead of waiting for room that no reader can make. Call it in producer processes.
         """
         self._check_open()
-        self._pipe.close_reader()
+        self._shared.close_reader()
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._pipe.close_fds()
+            self._shared.close_fds()
 
     def info(self) -> dict[str, Any]:
         """Facts for ``queuekit info``."""
         self._check_open()
         return {
-            **self._pipe.snapshot(),
+            **self._shared.snapshot(),
             "serializer": self._serializer.name,
-            "capacity": self._pipe.capacity,
-            "frame_budget": self._pipe.budget,
+            "capacity": self._shared.capacity,
+            "frame_budget": self._shared.budget,
             "max_message_size": self._limit,
-            "reader": self._pipe.rfd >= 0,
+            "reader": self._shared.rfd >= 0,
         }
