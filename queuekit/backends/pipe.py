@@ -157,7 +157,7 @@ def _set_capacity(fd: int, capacity: object) -> int:
             raise InvalidURL(f"bad value {capacity!r} for 'capacity': {exc}") from None
     if not PAGE < want < 1 << 31:
         raise InvalidURL(
-            f"capacity={want}: a pipe:// capacity is more than one page ({PAGE} bytes) and "
+            f"capacity={want}: a pipe:// capacity must be more than one page ({PAGE} bytes) and "
             "less than 2GiB; ask for 64KiB or more, like capacity=1MiB"
         )
     try:
@@ -182,17 +182,17 @@ def _set_capacity(fd: int, capacity: object) -> int:
 
 def _corrupt(what: str) -> CorruptMessage:
     return CorruptMessage(
-        f"pipe://: the byte stream in the pipe is corrupt ({what}). Something other than this "
-        "queue read from or wrote into the pipe, or a process was killed while writing. The "
-        "items in it cannot be recovered: shut the queue down and open a new one."
+        f"pipe://: the byte stream in the pipe is corrupt ({what}): something other than this "
+        "queue read from or wrote into the pipe. The items in it cannot be recovered: shut the "
+        "queue down and open a new one."
     )
 
 
-Head = tuple[int, int, int]
+_Head = tuple[int, int, int]
 """A frame header as read: (tag, payload length, check)."""
 
 
-def _check(head: Head, left: int) -> int:
+def _check(head: _Head, left: int) -> int:
     """The payload length of ``head``; ``CorruptMessage`` unless it is a frame header whose
     payload fits the ``left`` bytes counted in the pipe after it."""
     tag, length, check = head
@@ -203,7 +203,7 @@ def _check(head: Head, left: int) -> int:
     return length
 
 
-def _split(data: bytes, k: int, head: Head | None) -> list[bytes]:
+def _split(data: bytes, k: int, head: _Head | None) -> list[bytes]:
     """The payloads of the ``k`` frames that make up ``data`` exactly (the first one's header
     already read, if ``head`` is given)."""
     payloads = []
@@ -456,7 +456,7 @@ class _Pipe(ProcessSharedState):
         """
         s = self.slots
         left, after, ahead = s[_BYTES], s[COUNT], s[_NEXT_TAG]
-        head: Head | None = (ahead - 1, s[_NEXT_LENGTH], s[_NEXT_CHECK]) if ahead else None
+        head: _Head | None = (ahead - 1, s[_NEXT_LENGTH], s[_NEXT_CHECK]) if ahead else None
         if not after and (k > 1 or left <= _ONE_READ):
             payloads = _split(self._read_exactly(left), k, head)
             s[_BYTES] = s[_NEXT_TAG] = 0
