@@ -50,8 +50,8 @@ def _load() -> tuple[Any, Any, str]:
     not."""
     if not sys.platform.startswith("linux"):
         return None, None, f"shm:// needs Linux (robust shared mutexes); this is {sys.platform}"
-    names = [None, ctypes.util.find_library("c"), ctypes.util.find_library("pthread")]
-    for name in names:
+    for short in ("", "c", "pthread"):  # the running program's symbols, usually enough
+        name = ctypes.util.find_library(short) if short else None
         try:
             lib = ctypes.CDLL(name, use_errno=True)
             held = ctypes.PyDLL(name, use_errno=True)

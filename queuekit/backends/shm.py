@@ -59,6 +59,7 @@ from .._errors import (
 from .._protocol import Capabilities
 from .._serializers import Serializer, get_serializer
 from .._shmsync import (
+    MUTEX_BYTES,
     UNAVAILABLE,
     futex_wait,
     futex_wake,
@@ -98,6 +99,7 @@ _MUTEX_AT = 64
 # call otherwise. Then the two copies of the state: head and tail (byte positions, only ever
 # growing), count, unfinished tasks, shutdown.
 _CONTROL_AT = 256
+assert _MUTEX_AT + MUTEX_BYTES <= _CONTROL_AT
 _NOT_EMPTY, _NOT_FULL, _TASKS = 1, 2, 4
 _ALL_CONDITIONS = _NOT_EMPTY | _NOT_FULL | _TASKS
 _SEQ_AT = {_NOT_EMPTY: 264, _NOT_FULL: 268, _TASKS: 272}
