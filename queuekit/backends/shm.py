@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import mmap
 import os
 import re
@@ -39,7 +40,6 @@ import secrets
 import struct
 import zlib
 from collections.abc import Iterable
-from errno import EBUSY
 from multiprocessing.context import get_spawning_popen
 from multiprocessing.reduction import DupFd
 from typing import Any, ClassVar, TypeVar
@@ -171,7 +171,16 @@ class _Segment:
 
     @staticmethod
     def initialize(fd: int, capacity: int, maxsize: int, checksum: bool) -> None:
-        os.ftruncate(fd, _DATA_AT + capacity)
+        # Reserved now: a ring that outgrew a full /dev/shm would crash a put with SIGBUS.
+        try:
+            os.posix_fallocate(fd, 0, _DATA_AT + capacity)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.ENOMEM):
+                raise
+            raise BackendUnavailable(
+                f"{SHM_DIR} has no room for a shm:// queue of capacity={capacity} "
+                f"({exc.strerror}); choose a smaller capacity, or free or enlarge {SHM_DIR}"
+            ) from None
         with mmap.mmap(fd, _DATA_AT) as mm:
             flags = _CHECKSUM if checksum else 0
             _HEADER.pack_into(mm, 0, _MAGIC, _VERSION, flags, capacity, maxsize)
@@ -189,7 +198,7 @@ class _Segment:
         # Held only for a microsecond or so: trying again for a while is cheaper than sleeping
         # (and being woken) in the kernel.
         spins = LOCK_SPINS
-        while tried == EBUSY and spins:
+        while tried == errno.EBUSY and spins:
             tried = trylock(mutex)
             spins -= 1
         if not tried:
@@ -348,7 +357,7 @@ def _as_create(value: object) -> str:
 def _capacity(value: object) -> int:
     size = as_size(value)
     if not MIN_CAPACITY <= size <= MAX_CAPACITY:
-        raise ValueError(f"expected a size from {MIN_CAPACITY} bytes to 1TiB")
+        raise ValueError(f"expected a size from {MIN_CAPACITY} to {MAX_CAPACITY} bytes (1 TiB)")
     return _pad(size)  # frames are 8-byte aligned
 
 
@@ -400,7 +409,11 @@ class ShmQueue(QueueBase[T]):
         if capacity is not None:
             capacity = _capacity(capacity)
         if _fd is not None:
-            self._seg = _Segment(_fd, name)
+            try:
+                self._seg = _Segment(_fd, name)
+            except BaseException:
+                os.close(_fd)
+                raise
         else:
             if name:
                 _check_name(name)
@@ -427,6 +440,11 @@ class ShmQueue(QueueBase[T]):
             if create != "new":
                 try:
                     fd = os.open(_path(name), os.O_RDWR | os.O_CLOEXEC)
+                except PermissionError:
+                    raise InvalidURL(
+                        f"shm://{name}: {_path(name)} belongs to another user (queues are "
+                        "owner-only); choose another name"
+                    ) from None
                 except FileNotFoundError:
                     if create == "never":
                         raise InvalidURL(
