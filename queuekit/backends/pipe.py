@@ -206,19 +206,22 @@ def _check(head: _Head, left: int) -> int:
 def _split(data: bytes, k: int, head: _Head | None) -> list[bytes]:
     """The payloads of the ``k`` frames that make up ``data`` exactly (the first one's header
     already read, if ``head`` is given)."""
-    payloads = []
+    payloads: list[bytes] = []
     offset, end = 0, len(data)
-    unpack = _HEADER.unpack_from
+    if head is not None:
+        length = _check(head, end)
+        payloads.append(data[:length])
+        offset, k = length, k - 1
+    unpack, append = _HEADER.unpack_from, payloads.append  # the loop is get_many's
     for _ in range(k):
-        if head is None:
-            if end - offset < _HEAD:
-                raise _corrupt(f"a frame header is cut short at {end - offset} bytes")
-            head = unpack(data, offset)
-            offset += _HEAD
-        length = _check(head, end - offset)
-        payloads.append(data[offset : offset + length])
+        if end - offset < _HEAD:
+            raise _corrupt(f"a frame header is cut short at {end - offset} bytes")
+        tag, length, check = head = unpack(data, offset)
+        offset += _HEAD
+        if tag != _TAG or check != length ^ _CHECK or length > end - offset:
+            _check(head, end - offset)  # raises; the test is repeated here for speed
+        append(data[offset : offset + length])
         offset += length
-        head = None
     if offset != end:
         raise _corrupt(f"{end - offset} bytes are left over after the counted frames")
     return payloads
@@ -570,12 +573,14 @@ class PipeQueue(SharedStateHandle[T]):
     ) -> None:
         self._check_open()
         parts: list[bytes] = []
-        dumps, pack, limit = self._serializer.dumps, _HEADER.pack, self._limit
+        dumps, pack, append, limit = self._serializer.dumps, _HEADER.pack, parts.append, self._limit
         for item in items:
             data = dumps(item)
-            if len(data) > limit:
-                raise self._too_large(len(data))
-            parts += (pack(_TAG, len(data), len(data) ^ _CHECK), data)
+            size = len(data)
+            if size > limit:
+                raise self._too_large(size)
+            append(pack(_TAG, size, size ^ _CHECK))
+            append(data)
         frames = b"".join(parts)
         if len(frames) > self._shared.capacity:
             raise MessageTooLarge(
