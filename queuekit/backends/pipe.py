@@ -42,8 +42,10 @@ twice a second whether any read end is left, and raises
 once every handle in every process has closed its read end or exited. Python ignores
 ``SIGPIPE``; a program that restores its default dies of it like any pipe writer.
 
-As with ``mp://``, a process killed while waiting (in get, put or join) is harmless; one killed
-while writing into or reading from the pipe (under the lock) leaves the queue unusable.
+As with ``mp://``, a process killed while waiting (in get, put or join) is harmless, unless the
+kill lands in the microseconds that a waiting putter spends under the lock, twice a second,
+looking at the pipe again; one killed while writing into or reading from the pipe (under the
+lock) leaves the queue unusable.
 """
 
 from __future__ import annotations
