@@ -13,7 +13,10 @@ class TestConformance(QueueConformance):
     """One test per check and backend (the ``queue_url`` fixture is in conftest.py)."""
 
 
-# broken backend -> the checks that must each report it broken (run alone, to stay quick)
+# broken backend -> the checks that must each report it broken (run alone, to stay quick).
+# The state machine is expected only where any sequence of calls trips the bug: its examples
+# are derandomized, but Hypothesis also draws on constants from the modules that are imported,
+# so which sequences it tries can change when a module is added.
 BROKEN_EXPECTATIONS: dict[str, set[str]] = {
     "lifo": {"fifo-order", "model-state-machine", "many-producers-and-consumers"},
     "ignores-maxsize": {"maxsize-bound", "blocked-put-wakes-on-get", "model-state-machine"},
@@ -26,7 +29,7 @@ BROKEN_EXPECTATIONS: dict[str, set[str]] = {
     "get-many-takes-one": {"batch-order-and-bounds", "model-state-machine"},
     "partial-put-many": {"put-many-all-or-nothing", "put-many-waits-for-whole-batch"},
     "empty-after-shutdown": {"shutdown-semantics", "model-state-machine"},
-    "immediate-keeps-tasks": {"model-state-machine", "immediate-shutdown-discards"},
+    "immediate-keeps-tasks": {"immediate-shutdown-discards", "shutdown-and-join"},
     "usable-after-close": {"close-is-idempotent-and-final", "context-manager-closes"},
     "negative-timeout-waits": {"negative-timeout-refused"},
     "silent-serialization-drop": {"unserializable-item-refused", "put-many-all-or-nothing"},
