@@ -205,7 +205,7 @@ def _check(head: _Head, left: int) -> int:
     return length
 
 
-def _split(data: bytes, k: int, head: _Head | None) -> list[bytes]:
+def _split(data: bytes, head: _Head | None, k: int) -> list[bytes]:
     """The payloads of the ``k`` frames that make up ``data`` exactly (the first one's header
     already read, if ``head`` is given)."""
     payloads: list[bytes] = []
@@ -215,15 +215,16 @@ def _split(data: bytes, k: int, head: _Head | None) -> list[bytes]:
         payloads.append(data[:length])
         offset, k = length, k - 1
     unpack, append = _HEADER.unpack_from, payloads.append  # the loop is get_many's
-    for _ in range(k):
-        if end - offset < _HEAD:
-            raise _corrupt(f"a frame header is cut short at {end - offset} bytes")
-        tag, length, check = head = unpack(data, offset)
-        offset += _HEAD
-        if tag != _TAG or check != length ^ _CHECK or length > end - offset:
-            _check(head, end - offset)  # raises; the test is repeated here for speed
-        append(data[offset : offset + length])
-        offset += length
+    try:
+        for _ in range(k):
+            tag, length, check = unpack(data, offset)
+            offset += _HEAD
+            if tag != _TAG or check != length ^ _CHECK or length > end - offset:
+                _check((tag, length, check), end - offset)  # raises; repeated here for speed
+            append(data[offset : offset + length])
+            offset += length
+    except struct.error:
+        raise _corrupt(f"a frame header is cut short at {end - offset} bytes") from None
     if offset != end:
         raise _corrupt(f"{end - offset} bytes are left over after the counted frames")
     return payloads
@@ -444,28 +445,39 @@ class _Pipe(ProcessSharedState):
                 raise _corrupt("found by an earlier get")
             claimed = self.wait_for_items(max_items, block, timeout)
             try:
-                payloads = self._read(claimed)
+                taken = self._read(claimed)
             except CorruptMessage:
                 s[_CORRUPT] = 1
                 raise
             self.made_room()
-            return payloads
         finally:
             self.lock.release()
+        if isinstance(taken, list):
+            return taken
+        # Every frame that was in the pipe: split apart without holding up other processes.
+        try:
+            return _split(*taken, claimed)
+        except CorruptMessage:
+            with self.lock:
+                s[_CORRUPT] = 1
+            raise
 
-    def _read(self, k: int) -> list[bytes]:
-        """The payloads of the ``k`` frames at the front of the pipe, just claimed.
+    def _read(self, k: int) -> list[bytes] | tuple[bytes, _Head | None]:
+        """The ``k`` frames at the front of the pipe, just claimed: their payloads, or, when
+        they are all the pipe holds, their bytes in one piece (and the first header, if it was
+        read already) for the caller to split.
 
-        Each read of a payload takes the next frame's header along when another counted
-        frame follows (kept in the shared state for the next get): one system call a frame.
+        Otherwise each read of a payload takes the next frame's header along when another
+        counted frame follows (kept in the shared state for the next get): one system call a
+        frame.
         """
         s = self.slots
         left, after, ahead = s[_BYTES], s[COUNT], s[_NEXT_TAG]
         head: _Head | None = (ahead - 1, s[_NEXT_LENGTH], s[_NEXT_CHECK]) if ahead else None
         if not after and (k > 1 or left <= _ONE_READ):
-            payloads = _split(self._read_exactly(left), k, head)
+            data = self._read_exactly(left)
             s[_BYTES] = s[_NEXT_TAG] = 0
-            return payloads
+            return data, head
         payloads = []
         for i in range(k):
             if head is None:
