@@ -204,3 +204,15 @@ def test_register_refuses_what_is_not_a_serializer() -> None:
     with pytest.raises(TypeError, match="'dumps'/'loads'"):
         register_serializer(NoLoads())  # type: ignore[arg-type]
     assert "half" not in _serializers.serializer_names()
+
+
+@pytest.mark.parametrize(
+    "item",
+    [b"b" * (1 << 20), bytearray(b"a" * (1 << 17)), "s" * (1 << 17), b"x" * (64 * 1024 + 1)],
+    ids=["bytes-1MiB", "bytearray-128KiB", "str-128KiB", "bytes-just-past-64KiB"],
+)
+def test_pickle_of_a_large_flat_item_is_the_same_pickle(item: Any) -> None:
+    # Large bytes and str take a faster path; it must produce exactly what pickle.dumps does.
+    data = PickleSerializer().dumps(item)
+    assert data == pickle.dumps(item, protocol=5)
+    assert PickleSerializer().loads(data) == item
