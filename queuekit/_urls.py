@@ -114,6 +114,13 @@ def parse_url(url: str | QueueURL) -> QueueURL:
         raise InvalidURL(f"{shown!r} is not a valid URL: {exc}") from None
     if parts.fragment or url.endswith("#"):
         raise InvalidURL(f"{shown!r}: a queue URL has no #fragment; remove it")
+    if "@" in parts.path:
+        # Most often a password with an unencoded '/', which would otherwise end up, in clear,
+        # in the path of a URL that shows no password at all.
+        raise InvalidURL(
+            f"{shown!r}: '@' after the first '/': if a password or name holds '/', '?', '#' or "
+            "'@', percent-encode them (%2F, %3F, %23, %40)"
+        )
     query: dict[str, str] = {}
     try:
         pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))

@@ -249,6 +249,8 @@ def test_password_hidden_in_repr_and_str() -> None:
         # Unencoded special characters in the password, the usual reason a URL fails to parse.
         f"redis://u:{PASSWORD}#x@h",
         f"redis://u:{PASSWORD}/x@h#f",
+        f"redis://u:{PASSWORD}/x@h/0",
+        f"redis://:{PASSWORD}/x@h",
         f"redis://u:{PASSWORD}?x@h#f",
         f"redis://u:a@{PASSWORD}@h#f",
         f"redis://u:{PASSWORD} x@h",
