@@ -86,7 +86,15 @@ def _mask(text: str) -> str:
     The mask runs to the last ``@``: an unencoded ``/ ? # @`` in a password is a usual reason
     a URL does not parse, so it may hide more than the password, never less.
     """
-    return re.sub(r"(://[^/@:?#]*:).*@", r"\1" + MASK + "@", text, flags=re.DOTALL)
+    # The authority starts after "://"; in a text that lacks it (the very URLs this is for),
+    # the scheme cannot be told from a user name, so the mask starts at the first ':'.
+    sep = text.find("://")
+    start = sep + 3 if sep >= 0 else 0
+    at = text.rfind("@")
+    colon = text.find(":", start, at) if at > start else -1
+    if colon < 0:
+        return text
+    return f"{text[: colon + 1]}{MASK}{text[at:]}"
 
 
 def parse_url(url: str | QueueURL) -> QueueURL:
