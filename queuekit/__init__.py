@@ -5,8 +5,10 @@ class from :mod:`queuekit.backends` directly. The contract is :class:`Queue`; th
 suite that checks it is :mod:`queuekit.testing`.
 """
 
+from ._auth import AUTHKEY_ENV, AuthenticatedSerializer
 from ._base import QueueBase
 from ._errors import (
+    AuthenticationError,
     BackendUnavailable,
     CorruptMessage,
     Empty,
@@ -45,6 +47,9 @@ from ._urls import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AUTHKEY_ENV",
+    "AuthenticatedSerializer",
+    "AuthenticationError",
     "BackendUnavailable",
     "Capabilities",
     "CorruptMessage",

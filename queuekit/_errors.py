@@ -13,6 +13,7 @@ import queue as _stdlib_queue
 import sys
 
 __all__ = [
+    "AuthenticationError",
     "BackendUnavailable",
     "CorruptMessage",
     "Empty",
@@ -81,4 +82,16 @@ class SerializationError(QueueError):
 
 
 class CorruptMessage(QueueError):
-    """The transport's bytes are damaged: a message could not be read back whole and intact."""
+    """The transport's bytes are damaged: a message could not be read back whole and intact.
+
+    ``data`` holds the message's bytes as they were read, when the backend could delimit them
+    (None otherwise), so a consumer can keep them aside instead of losing them.
+    """
+
+    def __init__(self, *args: object, data: bytes | None = None) -> None:
+        super().__init__(*args)
+        self.data = data
+
+
+class AuthenticationError(CorruptMessage):
+    """A message lacks a valid HMAC tag for the queue's ``authkey``; it was not deserialized."""

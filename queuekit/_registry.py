@@ -16,8 +16,10 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from ._errors import BackendUnavailable, UnknownBackend
+from ._auth import AuthenticatedSerializer, authkey_from, authkey_from_environment
+from ._errors import BackendUnavailable, InvalidURL, UnknownBackend
 from ._protocol import Queue
+from ._serializers import get_serializer
 from ._urls import QueueURL, parse_url
 
 __all__ = ["ENTRY_POINT_GROUP", "Opener", "open", "register_backend", "registered_schemes"]
@@ -124,8 +126,29 @@ def _find_opener(scheme: str) -> Opener:
     )
 
 
+def _authenticate(url: QueueURL, options: dict[str, Any]) -> None:
+    """Turn an ``authkey`` option (or ``QUEUEKIT_AUTHKEY``) into the backend's serializer,
+    wrapped so every message is signed and checked; backends never see the key as such."""
+    key = options.pop("authkey", None)
+    try:
+        key = authkey_from(key) if key is not None else authkey_from_environment()
+    except (TypeError, ValueError) as exc:
+        raise InvalidURL(f"{url}: {exc}") from None
+    if key is None:
+        return
+    inner = options.get("serializer", url.query.get("serializer", "pickle"))
+    try:
+        options["serializer"] = AuthenticatedSerializer(get_serializer(inner), key)
+    except (TypeError, ValueError) as exc:
+        raise InvalidURL(f"{url}: bad value for 'serializer': {exc}") from None
+
+
 def open(url: str | QueueURL, **options: Any) -> Queue[Any]:
     """Open the queue ``url`` names; keyword ``options`` override the URL's parameters.
+
+    ``authkey=`` (bytes or str, at least 16 bytes; or the environment variable
+    ``QUEUEKIT_AUTHKEY``) signs every message with HMAC-SHA256 and checks it before loading:
+    see :class:`~queuekit.AuthenticatedSerializer`. The backend must take a ``serializer``.
 
     Raises :class:`~queuekit.InvalidURL` for a malformed URL or parameter,
     :class:`~queuekit.UnknownBackend` for a scheme nobody registered, and
@@ -133,6 +156,7 @@ def open(url: str | QueueURL, **options: Any) -> Queue[Any]:
     """
     parsed = parse_url(url)
     opener = _find_opener(parsed.scheme)
+    _authenticate(parsed, options)
     queue = opener(parsed, **options)
     if not isinstance(queue, Queue):
         raise TypeError(
