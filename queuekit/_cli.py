@@ -1,8 +1,9 @@
-"""The ``queuekit`` command: ``conformance``, ``info`` and ``backends``.
+"""The ``queuekit`` command: ``conformance``, ``info``, ``backends`` and ``bench``.
 
 Exit status: 0 success; 1 a check failed, or the backend could not be reached; 2 a usage error
 or a URL that cannot be opened as written; 130 interrupted. Only the standard library is
-imported here: the conformance suite (which needs hypothesis) is imported when it runs.
+imported here: the conformance suite (which needs hypothesis) is imported when it runs, and
+``_bench`` imports faster-fifo, redis-py or matplotlib only when a benchmark uses them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from . import _bench
 from ._errors import InvalidURL, QueueError
 from ._registry import open as open_url
 from ._registry import registered_schemes
@@ -197,11 +199,30 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
 
     commands.add_parser("backends", parents=[common], help="list the URL schemes available")
+
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="measure transports against multiprocessing.Queue and the others",
+        description="Throughput, latency, queue depth and a 3-stage pipeline for each URL, "
+        "beside its baseline in the same run: multiprocessing.Queue (and faster-fifo when "
+        "installed) for queues shared by processes, queue.Queue for queues in one process, "
+        "raw redis-py for redis://. Needs the fork start method.",
+    )
+    _bench.add_arguments(bench)
     return parser
+
+
+def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    try:
+        return _bench.run(args, argv)
+    except _bench.UsageError as exc:
+        raise _UsageError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     url: str | None = getattr(args, "url", None)
     say = _sayer(_secret(url) if url else None)
@@ -211,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_backends(say)
         if args.command == "info":
             return cmd_info(args, say)
+        if args.command == "bench":
+            return cmd_bench(args, argv)
         return cmd_conformance(args, say)
     except _UsageError as exc:
         say(f"queuekit: error: {exc}", file=sys.stderr)

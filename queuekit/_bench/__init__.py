@@ -1,0 +1,20 @@
+"""``queuekit bench``: throughput, latency, depth and the pipeline, each transport beside the
+queue users would otherwise use, measured in the same run.
+
+- ``_targets``: what is measured (queuekit URLs, ``multiprocessing`` and ``queue`` queues,
+  faster-fifo, raw redis-py), and each one's calls.
+- ``_harness``: every run in a process group of its own under a watchdog; interleaved rounds;
+  the workers of a run.
+- ``_measure``: the measurements; ``_scenarios``: the scenarios and their sizes.
+- ``_report``: medians, ranges and ratios; text, Markdown, JSON and a plot.
+- ``_command``: the command's options, and putting it together.
+
+Imports only the standard library and queuekit's core; faster-fifo, redis-py and matplotlib
+only when they are used.
+"""
+
+from __future__ import annotations
+
+from ._command import UsageError, add_arguments, run
+
+__all__ = ["UsageError", "add_arguments", "run"]

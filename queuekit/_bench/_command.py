@@ -1,0 +1,210 @@
+"""The ``bench`` subcommand: its options, the targets and scenarios they choose, the run, and
+where its figures go."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+
+from .._errors import BackendUnavailable, InvalidURL
+from .._registry import open as open_url
+from .._urls import QueueURL, parse_url
+from . import _report, _scenarios, _targets
+from ._harness import Cell, run_rounds
+
+DEFAULT_URLS = ("mp://", "pipe://?capacity=1MiB", "shm://", "memory://")
+PLOT_HINT = "pip install 'queuekit[plot]'"
+
+
+class UsageError(Exception):
+    """The command line cannot be run as written."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "urls",
+        nargs="*",
+        metavar="URL",
+        help="queues to measure (default: " + " ".join(DEFAULT_URLS) + ")",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this scenario or group (repeatable): single, 4x4, batches, sizes, "
+        "latency, depth, pipeline, or one of them by its full name (see --list)",
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller sizes (about 20 s)")
+    size.add_argument("--tiny", action="store_true", help="tiny sizes, one round: a smoke test")
+    parser.add_argument("--repeat", type=int, metavar="N", help="rounds (default 3; --tiny 1)")
+    parser.add_argument(
+        "--redis", action="store_true", help="add redis:// on the server at 127.0.0.1:6379"
+    )
+    parser.add_argument("--redis-url", metavar="URL", help="add redis:// on this server")
+    parser.add_argument(
+        "--watchdog",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds after which a run is taken to hang and killed (default 60)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the tables")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the tables here")
+    parser.add_argument("--plot", metavar="FILE.png", help=f"also plot the ratios ({PLOT_HINT})")
+    parser.add_argument(
+        "--list", action="store_true", help="list the scenarios and targets, and run nothing"
+    )
+
+
+def _family(url: str) -> str:
+    """Opens ``url`` once: a URL that cannot be opened fails here, before any measurement."""
+    try:
+        with open_url(url) as q:
+            cross = q.capabilities.cross_process
+    except InvalidURL as exc:
+        raise UsageError(str(exc)) from None
+    return _targets.PROCESS if cross else _targets.THREAD
+
+
+def _targets_for(args: argparse.Namespace) -> tuple[list[_targets.Target], list[str]]:
+    found, notes = [], []
+    redis_url = args.redis_url
+    for url in args.urls or DEFAULT_URLS:
+        if _parsed(url).scheme in _targets.REDIS_SCHEMES:
+            if redis_url not in (None, url):
+                shown = [parse_url(u).redacted() for u in (url, redis_url)]
+                raise UsageError(f"one Redis server at a time, not {shown[0]} and {shown[1]}")
+            redis_url = url
+            continue
+        try:
+            found.append(_targets.queuekit_target(url, _family(url)))
+        except BackendUnavailable as exc:
+            if args.urls:
+                raise
+            notes.append(f"{url}: not measured: {exc}")
+    families = {t.family for t in found}
+    baselines = [t for t in _targets.stdlib_targets() if t.family in families]
+    if _targets.PROCESS in families:
+        fifo = _targets.faster_fifo_target()
+        if fifo:
+            baselines.append(fifo)
+        else:
+            notes.append("faster-fifo: not measured: not installed (pip install faster-fifo)")
+    try:
+        redis, redis_notes = _targets.redis_targets(redis_url, args.redis)
+    except InvalidURL as exc:
+        raise UsageError(str(exc)) from None
+    return baselines + found + redis, notes + redis_notes
+
+
+def _parsed(url: str) -> QueueURL:
+    try:
+        return parse_url(url)
+    except InvalidURL as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _command_line(argv: Sequence[str]) -> str:
+    shown = []
+    for word in argv:
+        try:
+            shown.append(parse_url(word).redacted() if "://" in word else word)
+        except InvalidURL:
+            shown.append(word)
+    return shlex.join(["queuekit", *shown])
+
+
+def _share_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker here, once, so that runs share it rather than
+    each starting its own. Runs are killed as soon as they report, so it always finds their
+    semaphores left behind: it unlinks them, and its warning that it did is noise here."""
+    from multiprocessing import resource_tracker
+
+    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.warnoptions.pop()
+
+
+class _Progress:
+    """``[done/total] scenario, target`` on stderr, rewritten in place; only on a terminal."""
+
+    def __init__(self) -> None:
+        self.on = sys.stderr.isatty()
+        self.width = 0
+
+    def __call__(self, done: int, total: int, cell: Cell) -> None:
+        if not self.on:
+            return
+        line = f"[{done}/{total}] {cell.scenario.name}, {cell.target.name}"
+        if done == total:
+            line = ""
+        sys.stderr.write("\r" + line.ljust(self.width) + ("\r" if not line else ""))
+        sys.stderr.flush()
+        self.width = max(self.width, len(line))
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Exit status 0, or 1 if a run failed (lost or damaged an item, or crashed); a run that
+    hung or met a limit of its queue is a finding, not a failure."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise UsageError("queuekit bench needs the fork start method (Linux or macOS)")
+    preset = "tiny" if args.tiny else "quick" if args.quick else "default"
+    sizes = _scenarios.PRESETS[preset]
+    repeat = sizes.repeat if args.repeat is None else args.repeat
+    if repeat < 1 or args.watchdog <= 0:
+        raise UsageError("--repeat must be at least 1, and --watchdog more than 0 seconds")
+    try:
+        chosen = _scenarios.select(_scenarios.scenarios(sizes), args.scenario)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _share_resource_tracker()  # before the first queue is opened, by _targets_for
+    targets, notes = _targets_for(args)
+    cells = [Cell(s, t) for s in chosen for t in targets if s.applies_to(t)]
+    if args.list:
+        for s in chosen:
+            print(f"{s.name:12} {s.title}")
+        for t in targets:
+            print(f"{t.family:10} {t.name}{' (baseline)' if t.baseline else ''}")
+        return 0
+
+    facts = _report.machine()
+    facts["command"] = _command_line(argv)
+    facts["rounds"] = f"{repeat}, interleaved; sizes {preset}; start method fork"
+    start = time.monotonic()
+    try:
+        run_rounds(cells, repeat, args.watchdog, _Progress())
+    finally:
+        for t in targets:
+            if t.cleanup:
+                t.cleanup()
+    facts["took"] = f"{time.monotonic() - start:.0f} s"
+    found = _report.rows(cells)
+    if args.json:
+        print(json.dumps(_report.as_json(found, facts, notes, sizes), indent=2))
+    else:
+        print(_report.text(found))
+        lines = _report.notes(found) + notes
+        print("\n".join(["", "notes:", *(f"  {line}" for line in lines)]) if lines else "")
+        print(f"{facts['took']} on {facts['cores']} cores; {facts['rounds']}")
+    plotted = None
+    if args.plot:
+        try:
+            _report.plot(found, args.plot)
+            where = os.path.dirname(os.path.abspath(args.markdown or "."))
+            plotted = os.path.relpath(os.path.abspath(args.plot), where)
+        except ImportError:
+            print(f"queuekit bench: --plot needs matplotlib: {PLOT_HINT}", file=sys.stderr)
+    if args.markdown:
+        with open(args.markdown, "w") as out:
+            out.write(_report.markdown(found, facts, notes, plotted))
+    return 1 if any(r.status == "error" for r in found) else 0
