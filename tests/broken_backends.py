@@ -7,6 +7,7 @@ every one of them and names the property broken.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -157,6 +158,13 @@ class SlowGet(MemoryQueue[Any]):
             time.sleep(2.0)
 
 
+class CloseHangs(MemoryQueue[Any]):
+    """close() waits for good, like one that joins a helper thread that never ends."""
+
+    def close(self) -> None:
+        threading.Event().wait()
+
+
 BROKEN: dict[str, type[MemoryQueue[Any]]] = {
     "lifo": Lifo,
     "ignores-maxsize": IgnoresMaxsize,
@@ -175,6 +183,7 @@ BROKEN: dict[str, type[MemoryQueue[Any]]] = {
     "silent-serialization-drop": SilentSerializationDrop,
     "claims-cross-process": ClaimsCrossProcess,
     "slow-get": SlowGet,
+    "close-hangs": CloseHangs,
 }
 
 

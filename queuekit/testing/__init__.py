@@ -13,10 +13,16 @@ Needs the ``test`` extra (pytest, hypothesis): ``pip install 'queuekit[test]'``.
 
 from __future__ import annotations
 
-import importlib
+import sys
 
+# Only the standard library and queuekit's core on import: a child process of the
+# cross-process checks imports ._workers, and with it this package. Hypothesis comes with
+# the checks, which load when CHECKS is first read or a run starts.
 from ._checks import (
     CHECKS,
+    CI_PROFILE,
+    HEAVY_PROFILE,
+    PROFILES,
     TIERS,
     Check,
     CheckResult,
@@ -25,11 +31,11 @@ from ._checks import (
     Report,
     Target,
     check,
+    load_checks,
     run_check,
     run_conformance,
     target_for_url,
 )
-from ._profiles import CI_PROFILE, HEAVY_PROFILE, PROFILES
 
 __all__ = [
     "CHECKS",
@@ -50,16 +56,13 @@ __all__ = [
     "target_for_url",
 ]
 
-_CHECK_MODULES = ("_core", "_batch", "_blocking", "_lifecycle", "_crossproc")
+_load_checks = load_checks  # what the CLI and the tests call
+del load_checks
 
-
-def _load_checks() -> None:
-    """Import the modules whose checks register themselves (once)."""
-    for name in _CHECK_MODULES:
-        importlib.import_module(f"{__name__}.{name}")
-
-
-_load_checks()
+if "hypothesis" in sys.modules:
+    # Loaded already, so registering queuekit's profiles costs nothing, and a test suite that
+    # imports this package can load them by name (settings.load_profile("queuekit-ci")).
+    from . import _profiles  # noqa: F401
 
 
 def __getattr__(name: str) -> object:

@@ -6,28 +6,37 @@ the property it saw broken) or returns. Checks are grouped in tiers, run in this
 ``lifecycle`` (close, pickling, serializers) and ``cross-process`` (child processes under each
 start method). A check that does not apply to a backend's declared capabilities raises
 :class:`NotApplicable`; it never weakens the core contract.
+
+Nothing here imports hypothesis (the check modules and the profiles do, when first needed):
+the cross-process checks' children import :mod:`._workers`, and with it this package.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
-from hypothesis import settings as Settings
-
-from .._errors import SerializationError
+from .._errors import InvalidURL, SerializationError
 from .._protocol import Capabilities, Queue
 from .._registry import open as open_url
 from .._urls import parse_url
-from ._profiles import CI_PROFILE
+
+if TYPE_CHECKING:
+    from hypothesis import settings as Settings
 
 __all__ = [
     "CHECKS",
+    "CI_PROFILE",
+    "CLEANUP",
+    "HEAVY_PROFILE",
+    "PROFILES",
     "TIERS",
     "Check",
     "CheckResult",
@@ -37,19 +46,92 @@ __all__ = [
     "Target",
     "call_with_watchdog",
     "check",
+    "close_quietly",
+    "describe_call",
+    "load_checks",
+    "profile",
     "run_conformance",
     "target_for_url",
 ]
 
 TIERS = ("core", "batch", "blocking", "lifecycle", "cross-process")
 
+CI_PROFILE = "queuekit-ci"
+HEAVY_PROFILE = "queuekit-heavy"
+PROFILES = (CI_PROFILE, HEAVY_PROFILE)
+
+CLEANUP = 10.0
+"""Seconds that shutting down or closing a queue the suite opened may take before the check
+fails, naming the call (generous: CI machines are slow and shared)."""
+
+
+def profile(name: str = CI_PROFILE) -> Settings:
+    """The Hypothesis settings profile ``name`` (queuekit's are registered on first use)."""
+    from hypothesis import settings
+
+    from . import _profiles  # noqa: F401 - registers queuekit's profiles
+
+    return settings.get_profile(name)
+
+
 QueueOpener = Callable[..., Queue[Any]]
 """Opens a fresh, empty queue; keyword options (``maxsize=``, ``serializer=``) as for
 :func:`queuekit.open`."""
 
+FRAMING = 64
+"""Bytes allowed for each item beyond its payload: the serializer's and the backend's framing."""
+
 
 class NotApplicable(Exception):
     """Raised by a check that the backend's declared capabilities put out of scope."""
+
+
+def describe_call(func: Callable[..., Any]) -> str:
+    """``func`` as a call, with its arguments: ``put(3, timeout=0.5)``."""
+    args: tuple[Any, ...] = ()
+    keywords: dict[str, Any] = {}
+    while isinstance(func, functools.partial):
+        args, keywords = func.args + args, {**func.keywords, **keywords}
+        func = func.func
+    shown = [f"{arg!r:.60}" for arg in args] + [f"{k}={v!r:.60}" for k, v in keywords.items()]
+    return f"{getattr(func, '__name__', repr(func))}({', '.join(shown)})"
+
+
+def call_with_watchdog(func: Callable[[], Any], seconds: float, what: str | None = None) -> Any:
+    """``func()``, run in a helper thread so a call that blocks for good fails the check
+    (naming ``what``, by default the call and its arguments) instead of hanging the suite. The
+    stuck thread is left as a daemon."""
+    what = what or describe_call(func)
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, func()))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, daemon=True, name=f"queuekit-watchdog: {what}")
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        raise AssertionError(f"{what} hung: still blocked after {seconds:g}s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def close_quietly(q: Queue[Any], seconds: float = CLEANUP) -> str | None:
+    """Shut ``q`` down at once and close it, each within ``seconds``; what hung, if a call
+    did. Errors are ignored: the queue may be closed or broken already."""
+    for call in (functools.partial(q.shutdown, immediate=True), q.close):
+        try:
+            call_with_watchdog(call, seconds, f"{describe_call(call)} of a queue the suite opened")
+        except AssertionError as exc:
+            return str(exc)
+        except Exception:
+            pass
+    return None
 
 
 @dataclass
@@ -58,7 +140,7 @@ class Target:
 
     open_queue: QueueOpener
     description: str
-    settings: Settings = field(default_factory=lambda: Settings.get_profile(CI_PROFILE))
+    settings: Settings = field(default_factory=profile)
     url: str | None = None
     """The URL, when the target was given as one (cross-process checks reopen nothing, but
     report it)."""
@@ -84,17 +166,47 @@ class Target:
                     self._items_as_bytes = True
         return str(n).encode() if self._items_as_bytes else n
 
+    def payload_room(self, count: int = 1, expansion: int = 1) -> int | None:
+        """The most payload bytes each of ``count`` items put in one call may carry, when
+        serializing takes up to ``expansion`` bytes per payload byte plus ``FRAMING``: the
+        whole call stays within ``max_message_size``. None without a limit; below 0 when
+        not even empty payloads fit."""
+        limit = self.capabilities.max_message_size
+        if limit is None:
+            return None
+        return (limit // count - FRAMING) // expansion
+
+    def open(self, **options: Any) -> Queue[Any]:
+        """A fresh queue, unbounded unless ``maxsize=`` says otherwise (whatever the URL
+        says: each check chooses the bound it needs). The caller closes it."""
+        options.setdefault("maxsize", 0)
+        try:
+            return self.open_queue(**options)
+        except InvalidURL as exc:
+            query = parse_url(self.url).query if self.url else {}
+            fixed = sorted(set(query) & set(options))
+            if not fixed:
+                raise
+            asked = ", ".join(f"{name}={options[name]!r}" for name in fixed)
+            raise NotApplicable(
+                f"this check opens its queues with {asked}, which {self.description} fixes "
+                f"and the backend refuses as an option ({exc}); run the suite on a URL without "
+                f"{' or '.join(fixed)}"
+            ) from exc
+
     @contextlib.contextmanager
     def queue(self, **options: Any) -> Iterator[Queue[Any]]:
-        """A fresh queue, closed afterwards (shut down first, so no helper thread lingers)."""
-        q = self.open_queue(**options)
+        """A fresh queue (as :meth:`open`), shut down and closed afterwards, each within
+        ``CLEANUP`` seconds (shut down first, so no helper thread lingers)."""
+        q = self.open(**options)
+        passed = False
         try:
             yield q
+            passed = True
         finally:
-            with contextlib.suppress(Exception):
-                q.shutdown(immediate=True)
-            with contextlib.suppress(Exception):
-                q.close()
+            hung = close_quietly(q)
+            if hung and passed:
+                raise AssertionError(hung)
 
 
 @dataclass(frozen=True)
@@ -108,7 +220,57 @@ class Check:
         return f"{self.tier}/{self.name}"
 
 
-CHECKS: list[Check] = []
+_CHECK_MODULES = ("_core", "_batch", "_blocking", "_lifecycle", "_crossproc")
+
+
+class _Registry(Sequence[Check]):
+    """Every check, in tier order. Reading it imports the check modules first (they need
+    hypothesis), so importing the package alone stays light."""
+
+    def __init__(self) -> None:
+        self._checks: list[Check] = []
+        self._loading = False
+
+    def load(self) -> None:
+        if self._loading:
+            return  # loaded, or loading: a module being imported reads what is there so far
+        self._loading = True
+        try:
+            for name in ("_profiles", *_CHECK_MODULES):
+                importlib.import_module(f"{__package__}.{name}")
+        except BaseException:
+            self._loading = False  # not silently empty: the next read raises the same
+            raise
+
+    def add(self, chk: Check) -> None:
+        if any(c.name == chk.name for c in self._checks):
+            raise ValueError(f"a check named {chk.name!r} exists already")
+        self._checks.append(chk)
+        self._checks.sort(key=lambda c: TIERS.index(c.tier))
+
+    @overload
+    def __getitem__(self, index: int) -> Check: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Check]: ...
+    def __getitem__(self, index: int | slice) -> Check | Sequence[Check]:
+        self.load()
+        return self._checks[index]
+
+    def __len__(self) -> int:
+        self.load()
+        return len(self._checks)
+
+    def __repr__(self) -> str:
+        self.load()
+        return repr(self._checks)
+
+
+CHECKS = _Registry()
+
+
+def load_checks() -> None:
+    """Import the modules whose checks register themselves (once)."""
+    CHECKS.load()
 
 
 def check(name: str, tier: str) -> Callable[[Callable[[Target], None]], Callable[[Target], None]]:
@@ -117,11 +279,8 @@ def check(name: str, tier: str) -> Callable[[Callable[[Target], None]], Callable
         raise ValueError(f"unknown tier {tier!r}; one of {TIERS}")
 
     def register(func: Callable[[Target], None]) -> Callable[[Target], None]:
-        if any(c.name == name for c in CHECKS):
-            raise ValueError(f"a check named {name!r} exists already")
         doc = (func.__doc__ or name).strip().splitlines()[0]
-        CHECKS.append(Check(name, tier, func, doc))
-        CHECKS.sort(key=lambda c: TIERS.index(c.tier))
+        CHECKS.add(Check(name, tier, func, doc))
         return func
 
     return register
@@ -137,7 +296,7 @@ def target_for_url(url: str, settings: Settings | None = None) -> Target:
     return Target(
         open_queue=lambda **options: open_url(url, **options),
         description=shown,
-        settings=settings or Settings.get_profile(CI_PROFILE),
+        settings=settings or profile(CI_PROFILE),
         url=url,
     )
 
@@ -180,28 +339,6 @@ class Report:
         return "\n".join(lines)
 
 
-def call_with_watchdog(func: Callable[[], Any], seconds: float, what: str) -> Any:
-    """``func()``, run in a helper thread so a call that blocks for good fails the check
-    (naming ``what``) instead of hanging the suite. The stuck thread is left as a daemon."""
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, func()))
-        except BaseException as exc:
-            outcome.append((False, exc))
-
-    thread = threading.Thread(target=run, daemon=True, name=f"queuekit-watchdog: {what}")
-    thread.start()
-    thread.join(seconds)
-    if not outcome:
-        raise AssertionError(f"{what} was still blocked after {seconds:g}s")
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     head = text.splitlines()[0]
@@ -230,9 +367,7 @@ def run_conformance(
     on_result: Callable[[CheckResult], None] | None = None,
 ) -> Report:
     """Run the checks (all, or those in ``tiers`` / named in ``names``) against ``target``."""
-    from . import _load_checks
-
-    _load_checks()
+    load_checks()
     if isinstance(target, str):
         target = target_for_url(target)
     chosen = [

@@ -26,7 +26,7 @@ from hypothesis.stateful import (
 
 from .._errors import Empty, Full, JoinTimeout, QueueError, ShutDown
 from .._protocol import Capabilities, Queue
-from ._checks import Target, call_with_watchdog, check
+from ._checks import Target, call_with_watchdog, check, close_quietly
 
 # A single-threaded call that the model says must not wait is still given this long before
 # the check calls it hung: generous, because CI machines are slow and shared.
@@ -250,15 +250,13 @@ def _machine(target: Target) -> type[RuleBasedStateMachine]:
 
         @initialize(maxsize=st.sampled_from([0, 1, 2, 3, 5]))
         def open_queue(self, maxsize: int) -> None:
-            self.q = target.open_queue(maxsize=maxsize)
+            self.q = target.open(maxsize=maxsize)
             self.model = _Model(maxsize)
 
         def teardown(self) -> None:
             if self.q is not None:
-                try:
-                    self.q.shutdown(immediate=True)
-                finally:
-                    self.q.close()
+                hung = close_quietly(self.q)
+                assert hung is None, hung
 
         def fresh(self, count: int) -> list[Any]:
             self.counter += count

@@ -216,7 +216,7 @@ class _Family:
 def _session(target: Target, method: str, **options: Any) -> Iterator[tuple[Queue[Any], _Family]]:
     """A fresh queue and a family of children; afterwards none of either is left behind."""
     family = _Family(method)
-    q = target.open_queue(**options)
+    q = target.open(**options)
     passed = False
     try:
         yield q, family
@@ -271,7 +271,7 @@ def _start_methods(target: Target) -> list[str]:
 
 def _item_form(target: Target) -> str:
     """The first item form (see ``_workers.FORMS``) the backend's serializer carries."""
-    q = target.open_queue()
+    q = target.open()
     try:
         for form in _workers.FORMS:
             try:

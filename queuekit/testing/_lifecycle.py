@@ -28,7 +28,14 @@ from .._errors import (
 from .._protocol import Capabilities, Queue
 from .._urls import parse_url
 from ._blocking import EARLY, TIMEOUT, WAKE, Calls, settled_qsize
-from ._checks import NotApplicable, Target, check
+from ._checks import (
+    CLEANUP,
+    NotApplicable,
+    Target,
+    call_with_watchdog,
+    check,
+    close_quietly,
+)
 
 MiB = 1024 * 1024
 LARGEST_TESTED = 32 * MiB
@@ -66,8 +73,8 @@ def close_is_idempotent_and_final(target: Target) -> None:
     """close() may be called again; after it every call on the handle raises QueueClosed."""
     # Bounded and holding an item, so that no call could succeed or fail for another reason.
     with target.queue(maxsize=2) as q, Calls(q) as calls:
-        q.put(target.item(0))
-        q.close()
+        q.put(target.item(0), timeout=WAKE)
+        call_with_watchdog(q.close, CLEANUP, "close() of a handle holding an item")
         calls.run("close() called a second time", q.close).returned("(close must be idempotent)")
         for name, fn in _ops(q, target.item(1)):
             calls.run(f"{name} on a closed handle", fn).raised(QueueClosed)
@@ -86,8 +93,8 @@ def close_leaves_other_handles(target: Target) -> None:
                 "handles do not pickle here); the cross-process tier covers other processes"
             ) from None
         try:
-            q.put(target.item(0))
-            other.close()
+            q.put(target.item(0), timeout=WAKE)
+            call_with_watchdog(other.close, CLEANUP, "close() of a second handle")
             calls.run(
                 "put(item) after another handle was closed", partial(q.put, target.item(1))
             ).returned("(closing one handle must leave the queue working for the others)")
@@ -101,7 +108,7 @@ def close_leaves_other_handles(target: Target) -> None:
                 QueueClosed
             )
         finally:
-            other.close()
+            call_with_watchdog(other.close, CLEANUP, "close() of a second handle, again")
 
 
 class _Boom(Exception):
@@ -112,19 +119,23 @@ class _Boom(Exception):
 def context_manager_closes(target: Target) -> None:
     """`with` gives the handle itself and closes it on exit, also when an exception leaves."""
     for failing in (False, True):
-        q = target.open_queue()
+        q = target.open()
+
+        def use(q: Queue[Any] = q, failing: bool = failing) -> None:
+            with q as entered:
+                assert entered is q, (
+                    f"`with queue as q` gave {entered!r}, not the handle itself ({q!r})"
+                )
+                q.put(target.item(0), timeout=WAKE)
+                assert q.get(timeout=WAKE) == target.item(0), "the item put was lost"
+                q.shutdown(immediate=True)
+                if failing:
+                    raise _Boom
+
         try:
             with Calls(q) as calls:
                 try:
-                    with q as entered:
-                        assert entered is q, (
-                            f"`with queue as q` gave {entered!r}, not the handle itself ({q!r})"
-                        )
-                        q.put(target.item(0))
-                        assert q.get(timeout=WAKE) == target.item(0), "the item put was lost"
-                        q.shutdown(immediate=True)
-                        if failing:
-                            raise _Boom
+                    call_with_watchdog(use, CLEANUP, "a `with` block on a handle (its exit closes)")
                 except _Boom:
                     pass
                 else:
@@ -137,7 +148,7 @@ def context_manager_closes(target: Target) -> None:
                     f"put(item) after a `with` block left {how}", partial(q.put, target.item(1))
                 ).raised(QueueClosed, "(leaving a `with` block must close the handle)")
         finally:
-            q.close()
+            close_quietly(q)
 
 
 @check("shutdown-refuses-puts", tier="lifecycle")
@@ -322,7 +333,7 @@ def pickling_refused_or_connected(target: Target) -> None:
             ).returned()
             assert got == target.item(2), f"an unpickled handle got {got!r}, not the item put"
         finally:
-            copy.close()
+            call_with_watchdog(copy.close, CLEANUP, "close() of an unpickled handle")
 
 
 # --- Items through serializers ------------------------------------------------------------

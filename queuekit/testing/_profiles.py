@@ -5,18 +5,18 @@ two cores: the same examples on every run, so CI is repeatable. It does not shri
 broken backend a shrink step can wait out a watchdog many times over, and each check's first
 failure already names the property and the queue's state. ``queuekit-heavy`` explores far
 more, with fresh randomness, and shrinks failures to a minimal example, for local runs.
-Registering a profile loads nothing: the suite passes the chosen profile to each check.
+Registering a profile loads nothing: the suite passes the chosen profile to each check. The
+names live in ``_checks`` so that importing the package needs no hypothesis; this module is
+imported when hypothesis is (by ``queuekit.testing``, the checks, or ``profile()``).
 """
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, Phase, settings
 
-__all__ = ["CI_PROFILE", "HEAVY_PROFILE", "PROFILES"]
+from ._checks import CI_PROFILE, HEAVY_PROFILE, PROFILES
 
-CI_PROFILE = "queuekit-ci"
-HEAVY_PROFILE = "queuekit-heavy"
-PROFILES = (CI_PROFILE, HEAVY_PROFILE)
+__all__ = ["CI_PROFILE", "HEAVY_PROFILE", "PROFILES"]
 
 _slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 

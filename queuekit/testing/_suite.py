@@ -7,13 +7,11 @@ import contextlib
 import pytest
 from hypothesis import settings as Settings
 
-from . import _load_checks
-from ._checks import CHECKS, Check, NotApplicable, Target, target_for_url
-from ._profiles import CI_PROFILE
+from ._checks import CHECKS, CI_PROFILE, Check, NotApplicable, Target, load_checks, target_for_url
 
 __all__ = ["QueueConformance"]
 
-_load_checks()
+load_checks()
 
 
 class QueueConformance:
