@@ -184,6 +184,8 @@ def test_redis_without_a_server_is_left_out_with_a_note() -> None:
         (["memory://?bogus=1"], "unknown URL parameter 'bogus'"),
         (["memory://", "--scenario", "nope"], "no scenario 'nope'; choose from"),
         (["memory://", "--repeat", "0"], "--repeat must be at least 1"),
+        (["memory://", "--markdown", "/no/such/dir/b.md"], "no such directory; create it"),
+        (["redis://a/0", "redis://b/0"], "one Redis server at a time"),
     ],
 )
 def test_bad_arguments_are_usage_errors(

@@ -136,7 +136,8 @@ def _share_resource_tracker() -> None:
 
 
 class _Progress:
-    """``[done/total] scenario, target`` on stderr, rewritten in place; only on a terminal."""
+    """A bar, the count and the run in hand, on stderr, rewritten in place; only on a
+    terminal."""
 
     def __init__(self) -> None:
         self.on = sys.stderr.isatty()
@@ -145,7 +146,9 @@ class _Progress:
     def __call__(self, done: int, total: int, cell: Cell) -> None:
         if not self.on:
             return
-        line = f"[{done}/{total}] {cell.scenario.name}, {cell.target.name}"
+        filled = 20 * done // max(1, total)
+        line = f"[{'#' * filled}{'.' * (20 - filled)}] {done}/{total} {cell.scenario.name}, "
+        line += cell.target.name
         if done == total:
             line = ""
         sys.stderr.write("\r" + line.ljust(self.width) + ("\r" if not line else ""))
@@ -163,6 +166,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     repeat = sizes.repeat if args.repeat is None else args.repeat
     if repeat < 1 or args.watchdog <= 0:
         raise UsageError("--repeat must be at least 1, and --watchdog more than 0 seconds")
+    for path in (args.markdown, args.plot):
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise UsageError(f"{path}: no such directory; create it first")
     try:
         chosen = _scenarios.select(_scenarios.scenarios(sizes), args.scenario)
     except ValueError as exc:

@@ -143,7 +143,8 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
         Scenario(
             "latency",
             "latency",
-            f"put -> get wake-up: a get blocked in another process, {sizes.latency} times",
+            f"put -> get wake-up: a get blocked in another process (thread, for in-process "
+            f"queues), {sizes.latency} times",
             ("p50 us", "p99 us"),
             functools.partial(m.latency, n=sizes.latency),
             lower_is_better=True,
@@ -164,8 +165,8 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
         Scenario(
             "pipeline",
             "pipeline",
-            f"3 stages of 2 processes, {sizes.pipeline:,} items of {m.PAYLOAD} B; each group "
-            "joined before the queue it feeds is drained",
+            f"3 stages of 2 processes (threads, for in-process queues), {sizes.pipeline:,} items "
+            f"of {m.PAYLOAD} B; each group joined before the queue it feeds is drained",
             ("msg/s",),
             functools.partial(m.pipeline, n=sizes.pipeline),
             needs_tasks=True,
