@@ -207,7 +207,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Throughput, latency, queue depth and a 3-stage pipeline for each URL, "
         "beside its baseline in the same run: multiprocessing.Queue (and faster-fifo when "
         "installed) for queues shared by processes, queue.Queue for queues in one process, "
-        "raw redis-py for redis://. Needs the fork start method.",
+        "raw redis-py for redis://. Needs the fork start method. Exit status 1 if a run lost, "
+        "repeated or damaged an item, or crashed; a run that hung, or met a limit of its queue "
+        "(full, item too large), is reported in the tables, not as a failure.",
     )
     _bench.add_arguments(bench)
     return parser

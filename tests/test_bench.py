@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import queuekit_cmd
+from test_cli import PASSWORD, queuekit_cmd
 
 from queuekit._cli import main
 
@@ -161,13 +161,13 @@ def test_a_queue_that_returns_items_out_of_order_fails_the_run() -> None:
     assert "broken-lifo://: error: RuntimeError: item 0 came out wrong" in result.stdout
 
 
-def test_redis_without_a_server_is_left_out_with_a_note() -> None:
+def test_redis_without_a_server_is_left_out_with_a_note_that_hides_the_password() -> None:
     result = queuekit_cmd(
         "bench",
         "--tiny",
         "--json",
         "--scenario=single",
-        "--redis-url=redis://127.0.0.1:9/0",
+        f"--redis-url=redis://app:{PASSWORD}@127.0.0.1:9/0",
         "memory://",
         timeout=120,
     )
@@ -175,6 +175,8 @@ def test_redis_without_a_server_is_left_out_with_a_note() -> None:
     report = json.loads(result.stdout)
     assert {r["family"] for r in report["results"]} == {"threads"}
     assert any(note.startswith("redis: not measured:") for note in report["notes"])
+    assert "--redis-url=redis://app:***@127.0.0.1:9/0" in report["machine"]["command"]
+    assert PASSWORD not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ where its figures go."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -113,12 +114,14 @@ def _parsed(url: str) -> QueueURL:
 
 
 def _command_line(argv: Sequence[str]) -> str:
+    """The command as typed, with ``***`` for any URL's password (``--opt=URL`` too)."""
     shown = []
     for word in argv:
-        try:
-            shown.append(parse_url(word).redacted() if "://" in word else word)
-        except InvalidURL:
-            shown.append(word)
+        option, equals, value = word.rpartition("=") if word.startswith("-") else ("", "", word)
+        if "://" in value:
+            with contextlib.suppress(InvalidURL):
+                value = parse_url(value).redacted()
+        shown.append(option + equals + value)
     return shlex.join(["queuekit", *shown])
 
 

@@ -168,12 +168,12 @@ Progress = Callable[[int, int, Cell], None]
 
 
 def run_rounds(cells: list[Cell], repeat: int, watchdog: float, progress: Progress) -> None:
-    """``repeat`` rounds over every cell; each round starts one cell later, so that no target
-    always runs first, and a burst of load on a shared machine hits every target alike. A cell
-    that hung or failed is not run again: it would only hang or fail again."""
+    """``repeat`` rounds over every cell; each round starts at another point of the list, so
+    that no target always runs first, and a burst of load on a shared machine hits every target
+    alike. A cell that hung or failed is not run again: it would only hang or fail again."""
     done, total = 0, repeat * len(cells)
     for rnd in range(repeat):
-        turn = rnd % len(cells) if cells else 0
+        turn = rnd * len(cells) // repeat
         for cell in cells[turn:] + cells[:turn]:
             progress(done, total, cell)
             if cell.failed:
