@@ -38,9 +38,12 @@ _BUILTIN: dict[str, str] = {
     "memory": "queuekit.backends.memory:MemoryQueue.from_url",
     "mp": "queuekit.backends.mp:MPQueue.from_url",
     "pipe": "queuekit.backends.pipe:PipeQueue.from_url",
+    "redis": "queuekit.backends.redis:RedisQueue.from_url",
+    "redis+unix": "queuekit.backends.redis:RedisQueue.from_url",
+    "rediss": "queuekit.backends.redis:RedisQueue.from_url",
     "shm": "queuekit.backends.shm:ShmQueue.from_url",
 }
-_EXTRAS: dict[str, str] = {"redis": "redis", "rediss": "redis"}
+_EXTRAS: dict[str, str] = {"redis": "redis", "rediss": "redis", "redis+unix": "redis"}
 
 _lock = threading.Lock()
 _registered: dict[str, Opener] = {}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import pkgutil
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
@@ -39,4 +41,32 @@ BACKEND_URLS = [
 @pytest.fixture(params=BACKEND_URLS)
 def queue_url(request: pytest.FixtureRequest) -> str:
     url: str = request.param
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[object]:
+    """A redis-server of the session's own (a ``redis_server.RedisServer``), or None when
+    ``QUEUEKIT_REDIS_URL`` names one to use instead."""
+    from redis_server import ENV_URL, RedisServer, unavailable
+
+    if importlib.util.find_spec("redis") is None:
+        unavailable("redis-py is not installed: pip install -e '.[test]'")
+    if os.environ.get(ENV_URL):
+        yield None
+        return
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: object) -> str:
+    """``redis://host:port/db`` of the Redis server the tests use."""
+    from redis_server import ENV_URL
+
+    url: str = getattr(redis_server, "url", None) or os.environ[ENV_URL]
     return url

@@ -1,0 +1,250 @@
+"""Key names and Lua scripts of the ``redis://`` backend.
+
+Every key of the queue ``K`` carries the hash tag ``{K}``, so a cluster keeps them in one slot,
+and every script receives all the keys it touches through ``KEYS``. The list ``{K}`` holds the
+queued messages, newest on the left: puts push on the left, gets move from the right.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["MAGIC", "SENTINEL", "Keys", "check_key"]
+
+SENTINEL = b"queuekit:shutdown"
+"""Pushed at the back of a shut-down queue, so getters blocked on the list wake at once; a
+getter that takes it puts it back and raises ShutDown. Never an envelope (no MAGIC)."""
+
+MAGIC = b"qk\x01"
+"""An envelope: MAGIC, a 16-byte message id, one byte of delivery count (1 to 255), payload."""
+HEADER = len(MAGIC) + 16 + 1
+_MAGIC_LUA = "qk\\1"  # MAGIC as a Lua string literal
+
+WAKE_TOKENS = 64
+"""Most wake-up tokens kept in a wake list: enough for the waiters of one queue."""
+
+_KEY = re.compile(r"[^{}\s]{1,200}")
+
+
+def check_key(key: str) -> str | None:
+    """Why ``key`` cannot name a queue, or None."""
+    if not _KEY.fullmatch(key):
+        return "a key is 1 to 200 characters without spaces, '{' or '}'"
+    return None
+
+
+@dataclass(frozen=True)
+class Keys:
+    key: str
+
+    @property
+    def queue(self) -> str:
+        return "{" + self.key + "}"
+
+    def _k(self, suffix: str) -> str:
+        return "{" + self.key + "}:" + suffix
+
+    @property
+    def meta(self) -> str:
+        """Hash: maxsize, unfinished, shutdown (absent, 1 graceful, 2 immediate)."""
+        return self._k("meta")
+
+    @property
+    def consumers(self) -> str:
+        return self._k("consumers")
+
+    def proc(self, consumer: str) -> str:
+        return self._k("proc:" + consumer)
+
+    def heartbeat(self, consumer: str) -> str:
+        return self._k("hb:" + consumer)
+
+    def seq(self, producer: str) -> str:
+        return self._k("seq:" + producer)
+
+    @property
+    def room(self) -> str:
+        return self._k("wake:room")
+
+    @property
+    def joined(self) -> str:
+        return self._k("wake:join")
+
+    @property
+    def putters(self) -> str:
+        return self._k("waiting:put")
+
+    @property
+    def joiners(self) -> str:
+        return self._k("waiting:join")
+
+
+# Wake-up tokens: a bounded list that expires, so tokens nobody took do not pile up.
+_WAKE = f"""
+local function wake(list, n, ttl)
+  for i = 1, math.min(n, {WAKE_TOKENS}) do redis.call('LPUSH', list, 't') end
+  redis.call('LTRIM', list, 0, {WAKE_TOKENS - 1})
+  redis.call('PEXPIRE', list, ttl)
+end
+"""
+
+# KEYS: meta. ARGV: maxsize ('' = not given). Returns the queue's maxsize.
+ATTACH = """
+local m = redis.call('HGET', KEYS[1], 'maxsize')
+if m then return tonumber(m) end
+local want = ARGV[1] == '' and 0 or tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'maxsize', want)
+redis.call('HSETNX', KEYS[1], 'unfinished', 0)
+return want
+"""
+
+# KEYS: queue, meta, seq, putters. ARGV: seq, seq ttl ms, maxsize, marker ttl ms, envelopes...
+# Returns the count pushed (or already pushed by an earlier try of the same call), -1 shut down,
+# -2 full.
+PUT = """
+if redis.call('HGET', KEYS[2], 'shutdown') then return -1 end
+local last = redis.call('GET', KEYS[3])
+local n = #ARGV - 4
+if last and tonumber(last) >= tonumber(ARGV[1]) then return n end
+local maxsize = tonumber(ARGV[3])
+if maxsize > 0 and redis.call('LLEN', KEYS[1]) + n > maxsize then
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
+  return -2
+end
+for i = 5, #ARGV, 1000 do
+  redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('HINCRBY', KEYS[2], 'unfinished', n)
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+return n
+"""
+
+# KEYS: queue, proc, meta, putters, room. ARGV: max items, sentinel, bounded (0/1), ttl ms.
+# Returns {status, messages...}: status 0 got, 1 empty, 2 shut down and drained.
+GET = (
+    _WAKE
+    + """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local m = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not m then break end
+  if m == ARGV[2] then
+    redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')
+    break
+  end
+  out[#out + 1] = m
+end
+if #out == 0 then
+  if redis.call('HGET', KEYS[3], 'shutdown') then return {2} end
+  return {1}
+end
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then wake(KEYS[5], #out, ARGV[4]) end
+table.insert(out, 1, 0)
+return out
+"""
+)
+
+# A getter that took the sentinel with BLMOVE puts it back at the back of the queue, where it
+# wakes the next blocked getter. KEYS: queue, proc. ARGV: sentinel.
+RETURN_SENTINEL = """
+redis.call('LREM', KEYS[2], 1, ARGV[1])
+redis.call('LPUSH', KEYS[1], ARGV[1])
+return 1
+"""
+
+# After a blocking move took one message: wake a waiting putter. KEYS: putters, room. ARGV: ttl.
+MOVED = (
+    _WAKE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then wake(KEYS[2], 1, ARGV[1]) end
+return 1
+"""
+)
+
+# KEYS: proc, meta, joiners, joined. ARGV: envelope ('' for none), ttl ms.
+# Returns unfinished left; -1 none were unfinished; -2 the message had been requeued.
+ACK = (
+    _WAKE
+    + """
+if ARGV[1] ~= '' and redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return -2 end
+local u = tonumber(redis.call('HGET', KEYS[2], 'unfinished') or '0')
+if u <= 0 then return -1 end
+u = redis.call('HINCRBY', KEYS[2], 'unfinished', -1)
+if u == 0 and redis.call('EXISTS', KEYS[3]) == 1 then wake(KEYS[4], 64, ARGV[2]) end
+return u
+"""
+)
+
+# KEYS: meta, joiners. ARGV: ttl ms. Returns unfinished (marking a joiner as waiting if any).
+UNFINISHED = """
+local u = tonumber(redis.call('HGET', KEYS[1], 'unfinished') or '0')
+if u > 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[1]) end
+return u
+"""
+
+# KEYS: queue, meta. ARGV: sentinel. Returns {qsize, unfinished, shutdown}.
+SIZES = """
+local n = redis.call('LLEN', KEYS[1])
+if n > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then n = n - 1 end
+local u = tonumber(redis.call('HGET', KEYS[2], 'unfinished') or '0')
+local s = tonumber(redis.call('HGET', KEYS[2], 'shutdown') or '0')
+return {n, u, s}
+"""
+
+# KEYS: queue, meta, room, joined. ARGV: immediate (0/1), sentinel, ttl ms.
+SHUTDOWN = (
+    _WAKE
+    + """
+redis.call('LREM', KEYS[1], 0, ARGV[2])
+local u = tonumber(redis.call('HGET', KEYS[2], 'unfinished') or '0')
+if ARGV[1] == '1' then
+  local n = redis.call('LLEN', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  u = math.max(0, u - n)
+  redis.call('HSET', KEYS[2], 'shutdown', 2, 'unfinished', u)
+elseif not redis.call('HGET', KEYS[2], 'shutdown') then
+  redis.call('HSET', KEYS[2], 'shutdown', 1)
+end
+redis.call('LPUSH', KEYS[1], ARGV[2])
+wake(KEYS[3], 64, ARGV[3])
+if u == 0 then wake(KEYS[4], 64, ARGV[3]) end
+return u
+"""
+)
+
+# Give a consumer's unacknowledged messages back, oldest at the front, each with its delivery
+# count raised; after an immediate shutdown they are discarded and count as done instead.
+# KEYS: queue, meta, consumers, heartbeat, proc, joiners, joined.
+# ARGV: consumer id, sentinel, force (1: even with a live heartbeat), ttl ms.
+# Returns the number of messages given back (or discarded); -1 the consumer is alive.
+RECOVER = (
+    _WAKE
+    + f"""
+if ARGV[3] ~= '1' and redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+local discard = redis.call('HGET', KEYS[2], 'shutdown') == '2'
+local moved = 0
+while true do
+  local m = redis.call('LPOP', KEYS[5])
+  if not m then break end
+  if m ~= ARGV[2] then
+    moved = moved + 1
+    if not discard then
+      if string.sub(m, 1, {len(MAGIC)}) == '{_MAGIC_LUA}' then
+        local d = math.min(string.byte(m, {HEADER}) + 1, 255)
+        m = string.sub(m, 1, {HEADER - 1}) .. string.char(d) .. string.sub(m, {HEADER + 1})
+      end
+      redis.call('RPUSH', KEYS[1], m)
+    end
+  end
+end
+if discard and moved > 0 then
+  local u = math.max(0, tonumber(redis.call('HGET', KEYS[2], 'unfinished') or '0') - moved)
+  redis.call('HSET', KEYS[2], 'unfinished', u)
+  if u == 0 then wake(KEYS[7], 64, ARGV[4]) end
+end
+redis.call('DEL', KEYS[4])
+redis.call('SREM', KEYS[3], ARGV[1])
+return moved
+"""
+)

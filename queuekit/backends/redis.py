@@ -1,0 +1,621 @@
+"""``redis://``: a queue in a Redis list, shared by processes on any number of hosts.
+
+URLs: ``redis://[USER:PASSWORD@]HOST[:PORT][/DB]?key=jobs``, ``rediss://`` for TLS (the
+server's certificate is checked by default), and ``redis+unix://[USER:PASSWORD@]/PATH?db=N``
+for a Unix socket. Without ``key`` every open makes a new private key ``queuekit-<hex>`` (its
+handles reach other processes by pickling); ``key=NAME`` opens the queue called NAME from
+anywhere. ``maxsize`` belongs to the queue: the first open sets it, later ones take it, and
+giving one that differs is an ``InvalidURL``.
+
+Delivery is at least once. ``get`` moves a message atomically (``LMOVE``/``BLMOVE``) from the
+queue into this handle's processing list; ``task_done()`` acknowledges the oldest message this
+handle got and has not acknowledged, by removing exactly that envelope (which carries a unique
+id), and counts one task done. With nothing to acknowledge it counts a task done as the stdlib
+does. A handle that gets keeps a heartbeat key alive (refreshed every third of
+``visibility_timeout`` by a thread); once it lapses, another getter gives the handle's
+unacknowledged messages back to the front of the queue, in one script, so once only, with the
+delivery count in their envelope raised: :meth:`RedisQueue.get_message` shows it. ``close()``
+gives back what the handle holds at once.
+
+Unfinished tasks are a counter beside the list (``put`` adds, ``task_done`` subtracts), not
+"queued + in processing": the stdlib lets ``task_done()`` count an item nobody got, and the
+conformance suite checks that. A dead consumer does not leak the count, because its messages
+are delivered again and acknowledged by someone else.
+
+Waiting is done by the server: getters block in ``BLMOVE`` (a shutdown pushes a marker that
+wakes them), putters and joiners in ``BLPOP`` on wake-up lists that getters and ``task_done``
+fill, all in slices of at most two seconds so that a getter also looks for dead consumers.
+The socket timeout is longer than any slice. Nothing is retried blindly: a put carries a
+per-thread sequence number the server remembers, so a put retried after a lost reply is not
+pushed twice; a get whose reply was lost gives its consumer id up (its messages come back after
+the visibility timeout). A lost server is retried for ``retry_window`` seconds, then
+``BackendUnavailable``; the next call reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import multiprocessing
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .._base import QueueBase, check_batch_fits, check_max_items, deadline, remaining
+from .._errors import (
+    BackendUnavailable,
+    CorruptMessage,
+    Empty,
+    Full,
+    InvalidURL,
+    JoinTimeout,
+    MessageTooLarge,
+    QueueClosed,
+    ShutDown,
+)
+from .._protocol import Capabilities
+from .._serializers import Serializer, get_serializer
+from .._urls import Param, QueueURL, as_bool, as_float, as_int, as_serializer, bind_params
+from .._urls import parse_url as _parse_url
+from . import _redis_scripts as lua
+
+__all__ = ["MAX_MESSAGE_SIZE", "Message", "RedisQueue"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MAX_MESSAGE_SIZE = 512 * 1024 * 1024 - lua.HEADER
+"""Redis's largest string (``proto-max-bulk-len``) less the envelope."""
+MAX_SLICE = 2.0
+_SCRIPT_NAMES = ["ATTACH", "PUT", "GET", "RETURN_SENTINEL", "MOVED", "ACK", "UNFINISHED", "SIZES"]
+_SCRIPT_NAMES += ["SHUTDOWN", "RECOVER"]
+
+
+@dataclass(frozen=True)
+class Message(Generic[T]):
+    """An item with its delivery facts, from :meth:`RedisQueue.get_message`."""
+
+    item: T
+    id: str
+    deliveries: int
+
+    @property
+    def redelivered(self) -> bool:
+        """Got before by a consumer that died (or closed) without acknowledging it."""
+        return self.deliveries > 1
+
+
+def _as_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, not {type(value).__name__}")
+    return value
+
+
+def _as_positive(value: object) -> float:
+    result = as_float(value)
+    if result <= 0:
+        raise ValueError("expected a number of seconds above 0, like 30")
+    return result
+
+
+def _as_seconds(value: object) -> float:
+    result = as_float(value)
+    if result < 0:
+        raise ValueError("expected a number of seconds, 0 or more, like 5")
+    return result
+
+
+def _as_cert_reqs(value: object) -> str:
+    if value not in ("none", "optional", "required"):
+        raise ValueError("expected none, optional or required")
+    return str(value)
+
+
+OWN_PARAMS = [
+    Param("key", _as_text, "", "the queue's name in Redis; empty: a new private key per open"),
+    Param("maxsize", as_int, None, "most items held; 0 for unbounded (set by the first open)"),
+    Param("serializer", as_serializer, "pickle", "pickle, json, raw or an object with dumps/loads"),
+    Param("visibility_timeout", _as_positive, 30.0, "seconds a consumer's heartbeat lives"),
+    Param("retry_window", _as_seconds, 5.0, "seconds to retry a lost server before giving up"),
+]
+# redis-py's own connection parameters, checked here so that a wrong one is an InvalidURL and
+# not a TypeError from redis-py. None: redis-py's default (or this module's, below).
+CONNECTION_PARAMS = [
+    Param("db", as_int, None, "database number (also the URL's path, as /0)"),
+    Param("socket_timeout", _as_positive, None, "seconds a reply may take (default 10)"),
+    Param("socket_connect_timeout", _as_positive, None, "seconds to connect (default 2)"),
+    Param("socket_keepalive", as_bool, None, "TCP keepalive"),
+    Param("health_check_interval", as_int, None, "seconds idle before a connection is checked"),
+    Param("client_name", _as_text, None, "the name CLIENT LIST shows"),
+    Param("max_connections", as_int, None, "most connections this handle opens"),
+]
+TLS_PARAMS = [
+    Param("ssl_cert_reqs", _as_cert_reqs, None, "none, optional or required (default)"),
+    Param("ssl_ca_certs", _as_text, None, "file of CA certificates"),
+    Param("ssl_ca_path", _as_text, None, "directory of CA certificates"),
+    Param("ssl_certfile", _as_text, None, "client certificate"),
+    Param("ssl_keyfile", _as_text, None, "client key"),
+    Param("ssl_password", _as_text, None, "password of the client key"),
+    Param("ssl_check_hostname", as_bool, None, "check the certificate's host name (default yes)"),
+]
+_CONNECTION_NAMES = [p.name for p in CONNECTION_PARAMS + TLS_PARAMS if p.name != "db"]
+
+
+def _connection(url: QueueURL, values: dict[str, Any]) -> dict[str, Any]:
+    """redis.Redis keyword arguments for ``url``; InvalidURL for what cannot be used."""
+    kw: dict[str, Any] = {"username": url.username, "password": url.password}
+    db = values["db"]
+    if url.scheme == "redis+unix":
+        if url.location or not url.path:
+            raise InvalidURL(
+                f"{url}: write the socket's path after three slashes, as "
+                "redis+unix:///run/redis.sock?db=0&key=jobs"
+            )
+        kw["unix_socket_path"] = url.path
+    else:
+        kw["host"] = url.hostname or "localhost"
+        kw["port"] = url.port or 6379
+        path = url.path.strip("/")
+        if path:
+            if not path.isdigit():
+                raise InvalidURL(f"{url}: the path is a database number, as /0; not {url.path!r}")
+            if db is not None and db != int(path):
+                raise InvalidURL(f"{url}: database {path} in the path but db={db}; give one")
+            db = int(path)
+        kw["ssl"] = url.scheme == "rediss"
+    given_tls = [p.name for p in TLS_PARAMS if values[p.name] is not None]
+    if given_tls and url.scheme != "rediss":
+        raise InvalidURL(f"{url}: {', '.join(given_tls)} need TLS: use rediss://")
+    kw["db"] = db or 0
+    for name in _CONNECTION_NAMES:
+        if values[name] is not None:
+            kw[name] = values[name]
+    kw.setdefault("socket_timeout", 10.0)
+    kw.setdefault("socket_connect_timeout", 2.0)
+    # Retries are this module's business: redis-py's would resend writes blindly.
+    kw["retry"] = Retry(NoBackoff(), 0)
+    return kw
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:60]
+
+
+class RedisQueue(QueueBase[T]):
+    SCHEME = "redis"
+    PARAMS: ClassVar[list[Param]] = OWN_PARAMS + CONNECTION_PARAMS + TLS_PARAMS
+
+    def __init__(self, url: str | QueueURL = "redis://localhost:6379/0", **options: Any) -> None:
+        parsed = _parse_url(url)
+        if parsed.scheme not in ("redis", "rediss", "redis+unix"):
+            raise InvalidURL(f"{parsed}: RedisQueue opens redis://, rediss:// or redis+unix://")
+        values = bind_params(parsed, self.PARAMS, options)
+        key = values["key"] or f"queuekit-{secrets.token_hex(8)}"
+        problem = lua.check_key(key)
+        if problem:
+            raise InvalidURL(f"{parsed}: bad key {key!r}: {problem}")
+        self._url = parsed
+        self._shown = parsed.redacted()
+        self._options = {**options, "key": key}
+        self._connect = _connection(parsed, values)
+        self._keys = lua.Keys(key)
+        self._serializer: Serializer = get_serializer(values["serializer"])
+        self._visibility = float(values["visibility_timeout"])
+        self._retry_window = float(values["retry_window"])
+        self._recover_every = min(self._visibility / 2, 5.0)
+        self._slice = max(
+            0.05, min(MAX_SLICE, self._recover_every, self._connect["socket_timeout"] / 2)
+        )
+        self._marker_ms = int(3000 * self._slice) + 1000
+        self._seq_ms = int(max(60.0, 4 * self._retry_window) * 1000)
+        self._fresh_process()
+        self._maxsize, self._durable = self._attach(values["maxsize"])
+        self._options["maxsize"] = self._maxsize
+
+    @classmethod
+    def from_url(cls, url: QueueURL, **options: Any) -> RedisQueue[Any]:
+        return cls(url, **options)
+
+    def _fresh_process(self) -> None:
+        """This process's own connection and consumer: set at open, and again after a fork."""
+        self._pid = os.getpid()
+        self._client = redis.Redis(**self._connect)
+        self._scripts = {
+            name: self._client.register_script(getattr(lua, name)) for name in _SCRIPT_NAMES
+        }
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[str, bytes]] = deque()
+        self._cid: str | None = None
+        self._beat_stop = threading.Event()
+        self._beater: threading.Thread | None = None
+        self._id_prefix = os.urandom(8)
+        self._ids = itertools.count()
+        self._producer = f"{_safe(socket.gethostname())}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._seqs = threading.local()
+        self._last_recover = 0.0
+
+    def _attach(self, maxsize: int | None) -> tuple[int, bool]:
+        has = int(self._run(lambda: self._script("ATTACH", [self._keys.meta], [maxsize or ""])))
+        if maxsize is not None and maxsize != has and not (maxsize <= 0 and has <= 0):
+            raise InvalidURL(
+                f"{self._shown}: queue {self._keys.key!r} exists already with maxsize={has}, "
+                f"not {maxsize}: open it without maxsize= (or with maxsize={has}), or use "
+                "another key"
+            )
+        durable = False
+        with contextlib.suppress(redis.RedisError):
+            conf: dict[Any, Any] = self._client.config_get("append*")
+            durable = conf.get(b"appendonly") == b"yes" and conf.get(b"appendfsync") == b"always"
+        return has, durable
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"maxsize={self._maxsize}"
+        return f"<RedisQueue {self._shown} key={self._keys.key!r} {state}>"
+
+    def __reduce__(self) -> Any:
+        if self._closed:
+            raise QueueClosed(f"{self!r} is closed; pass an open handle to the child process")
+        return _reopen, (self._url, self._options)
+
+    # --- Calls to the server ---------------------------------------------------------
+
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return self._scripts[name](keys=keys, args=args)
+
+    def _run(self, fn: Callable[[], R], *, lost: Callable[[], None] | None = None) -> R:
+        """``fn()``, retried while the server cannot be reached, for ``retry_window`` seconds;
+        every redis-py error becomes a queuekit one. ``fn`` must be safe to repeat."""
+        give_up = time.monotonic() + self._retry_window
+        pause = 0.02
+        while True:
+            try:
+                return fn()
+            except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+                raise BackendUnavailable(f"{self._shown}: the server refused us: {exc}") from exc
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if lost is not None:
+                    lost()
+                if time.monotonic() + pause > give_up:
+                    raise BackendUnavailable(
+                        f"{self._shown}: no answer from the Redis server for "
+                        f"{self._retry_window:g}s ({exc}); check that it runs and is reachable, "
+                        "or raise retry_window"
+                    ) from exc
+                time.sleep(pause)
+                pause = min(2 * pause, 0.5)
+            except redis.ResponseError as exc:
+                if str(exc).startswith("WRONGTYPE"):
+                    raise InvalidURL(
+                        f"{self._shown}: key {self._keys.key!r} holds something that is not a "
+                        "queuekit queue; choose another key="
+                    ) from exc
+                raise BackendUnavailable(f"{self._shown}: the Redis server said: {exc}") from exc
+            except redis.RedisError as exc:
+                raise BackendUnavailable(f"{self._shown}: {exc}") from exc
+
+    def _ready(self) -> None:
+        self._check_open()
+        if os.getpid() != self._pid:
+            # A forked child: the parent's connections, consumer and threads are not ours.
+            self._fresh_process()
+
+    # --- put ------------------------------------------------------------------------
+
+    def _envelope(self, item: T) -> bytes:
+        payload = self._serializer.dumps(item)
+        if len(payload) > MAX_MESSAGE_SIZE:
+            raise MessageTooLarge(
+                f"an item of {len(payload)} bytes serialized is over Redis's limit of "
+                f"{MAX_MESSAGE_SIZE} bytes for one message; split it"
+            )
+        number = next(self._ids).to_bytes(8, "big")
+        return b"".join((lua.MAGIC, self._id_prefix, number, b"\x01", payload))
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        self._ready()
+        self._push([self._envelope(item)], block, timeout)
+
+    def put_many(
+        self, items: Iterable[T], block: bool = True, timeout: float | None = None
+    ) -> None:
+        self._ready()
+        envelopes = [self._envelope(item) for item in items]
+        if sum(map(len, envelopes)) > MAX_MESSAGE_SIZE:
+            raise MessageTooLarge(
+                f"a batch of {len(envelopes)} items is over {MAX_MESSAGE_SIZE} bytes serialized, "
+                "more than one Redis command carries; split it"
+            )
+        self._push(envelopes, block, timeout)
+
+    def _refuse_negative(self, block: bool, timeout: float | None, getting: bool) -> None:
+        """The contract's order: ShutDown before a negative timeout's ValueError."""
+        if block and timeout is not None and timeout < 0:
+            n, _, shut = self._sizes()
+            if shut and (n == 0 or not getting):
+                raise ShutDown
+            deadline(block, timeout)
+
+    def _push(self, envelopes: list[bytes], block: bool, timeout: float | None) -> None:
+        self._refuse_negative(block, timeout, getting=False)
+        end = deadline(block, timeout)
+        k, n = self._keys, len(envelopes)
+        mine = self._seqs.__dict__
+        if "producer" not in mine:
+            # Per thread, not per thread id: ids are reused once a thread ends.
+            mine["producer"] = k.seq(f"{self._producer}-{secrets.token_hex(4)}")
+        mine["n"] = seq = mine.get("n", 0) + 1
+        producer = mine["producer"]
+        keys = [k.queue, k.meta, producer, k.putters]
+        args = [seq, self._seq_ms, self._maxsize, self._marker_ms, *envelopes]
+        while True:
+            pushed = self._run(lambda: self._script("PUT", keys, args))
+            if pushed >= 0:
+                return
+            if pushed == -1:
+                raise ShutDown
+            check_batch_fits(n, self._maxsize)
+            wait = remaining(end)
+            if wait == 0.0:
+                raise Full
+            self._wait_on(k.room, wait)
+
+    def _wait_on(self, wake_list: str, wait: float | None) -> None:
+        seconds = self._slice if wait is None else max(0.001, min(wait, self._slice))
+        self._run(lambda: self._client.blpop([wake_list], seconds))
+
+    # --- get ------------------------------------------------------------------------
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        return self._decode(self._take(1, block, timeout)[0])[0]
+
+    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
+        check_max_items(max_items)
+        return [self._decode(m)[0] for m in self._take(max_items, block, timeout)]
+
+    def get_message(self, block: bool = True, timeout: float | None = None) -> Message[T]:
+        """As ``get``, with the message's id and how many times it has been delivered."""
+        item, envelope = self._decode(self._take(1, block, timeout)[0])
+        ident = envelope[len(lua.MAGIC) : lua.HEADER - 1].hex()
+        return Message(item, ident, envelope[lua.HEADER - 1])
+
+    def _decode(self, envelope: bytes) -> tuple[T, bytes]:
+        if not envelope.startswith(lua.MAGIC) or len(envelope) < lua.HEADER:
+            raise CorruptMessage(
+                f"{self._shown}: a {len(envelope)}-byte value in queue {self._keys.key!r} is not "
+                "a queuekit message: something other than queuekit pushed it"
+            )
+        item: T = self._serializer.loads(envelope[lua.HEADER :])
+        return item, envelope
+
+    def _consumer(self) -> str:
+        """This handle's processing list, registering it as a consumer on first use."""
+        with self._lock:
+            if self._cid is None:
+                cid = f"{self._producer}-{secrets.token_hex(2)}"
+                k = self._keys
+                pipe = self._client.pipeline(transaction=True)
+                pipe.set(k.heartbeat(cid), 1, px=int(self._visibility * 1000))
+                pipe.sadd(k.consumers, cid)
+                self._run(pipe.execute)
+                self._cid = cid
+                if self._beater is None:
+                    self._beater = threading.Thread(
+                        target=self._beat, name="queuekit-redis-heartbeat", daemon=True
+                    )
+                    self._beater.start()
+            return self._keys.proc(self._cid)
+
+    def _beat(self) -> None:
+        client, stop, ttl = self._client, self._beat_stop, int(self._visibility * 1000)
+        while not stop.wait(self._visibility / 3):
+            cid = self._cid
+            if cid is not None:
+                with contextlib.suppress(redis.RedisError):
+                    client.set(self._keys.heartbeat(cid), 1, px=ttl)
+
+    def _give_up_consumer(self) -> None:
+        # A move whose reply was lost may have put a message in our list that we do not know
+        # of: a new consumer id lets the old one lapse, and its messages come back.
+        with self._lock:
+            self._cid = None
+
+    def _take(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:
+        self._ready()
+        self._refuse_negative(block, timeout, getting=True)
+        end = deadline(block, timeout)
+        k = self._keys
+        bounded = "1" if self._maxsize > 0 else "0"
+        self._recover()
+        while True:
+            proc = self._consumer()
+            keys = [k.queue, proc, k.meta, k.putters, k.room]
+            args = [max_items, lua.SENTINEL, bounded, self._marker_ms]
+            status, *got = self._run(
+                partial(self._script, "GET", keys, args), lost=self._give_up_consumer
+            )
+            if status == 0:
+                self._hold(proc, got)
+                return list(got)
+            if status == 2:
+                raise ShutDown
+            wait = remaining(end)
+            if wait == 0.0:
+                raise Empty
+            seconds = self._slice if wait is None else max(0.001, min(wait, self._slice))
+            blmove = partial(self._client.blmove, k.queue, proc, seconds, "RIGHT", "LEFT")
+            moved = cast("bytes | None", self._run(blmove, lost=self._give_up_consumer))
+            if moved is None:
+                self._recover()
+                continue
+            if moved == lua.SENTINEL:
+                self._run(partial(self._script, "RETURN_SENTINEL", [k.queue, proc], [moved]))
+                raise ShutDown
+            self._hold(proc, [moved])
+            if max_items > 1:
+                args[0] = max_items - 1
+                status, *more = self._run(partial(self._script, "GET", keys, args))
+                if status == 0:
+                    self._hold(proc, more)
+                    return [moved, *more]
+            elif self._maxsize > 0:
+                self._run(lambda: self._script("MOVED", [k.putters, k.room], [self._marker_ms]))
+            return [moved]
+
+    def _members(self) -> list[str]:
+        found: set[bytes] = self._run(lambda: self._client.smembers(self._keys.consumers))  # type: ignore[arg-type,return-value]
+        return [m.decode() for m in found]
+
+    def _hold(self, proc: str, envelopes: list[bytes]) -> None:
+        with self._lock:
+            self._pending.extend((proc, e) for e in envelopes)
+
+    def _recover(self, force: bool = False) -> None:
+        """Give back the messages of consumers whose heartbeat lapsed (at most every few
+        seconds), or with ``force`` this handle's own."""
+        now = time.monotonic()
+        if not force and now - self._last_recover < self._recover_every:
+            return
+        self._last_recover = now
+        k = self._keys
+        if force:
+            dead = [self._cid] if self._cid else []
+        else:
+            members = self._members()
+            others = [m for m in members if m != self._cid]
+            if not others:
+                return
+            pipe = self._client.pipeline(transaction=False)
+            for cid in others:
+                pipe.exists(k.heartbeat(cid))
+            alive = self._run(pipe.execute)
+            dead = [cid for cid, a in zip(others, alive, strict=True) if not a]
+        for cid in dead:
+            keys = [k.queue, k.meta, k.consumers, k.heartbeat(cid), k.proc(cid), k.joiners]
+            args = [cid, lua.SENTINEL, "1" if force else "0", self._marker_ms]
+            self._run(partial(self._script, "RECOVER", [*keys, k.joined], args))
+
+    # --- Tasks, sizes, shutdown -------------------------------------------------------
+
+    def task_done(self) -> None:
+        self._ready()
+        with self._lock:
+            entry = self._pending.popleft() if self._pending else None
+        k = self._keys
+        proc, envelope = entry or (k.proc("-"), b"")
+        keys = [proc, k.meta, k.joiners, k.joined]
+        try:
+            left = self._run(lambda: self._script("ACK", keys, [envelope, self._marker_ms]))
+        except BaseException:
+            if entry is not None:
+                with self._lock:
+                    self._pending.appendleft(entry)
+            raise
+        if left == -1:
+            raise ValueError("task_done() called more times than there were items put")
+
+    def join(self, timeout: float | None = None) -> None:
+        self._ready()
+        end = deadline(True, timeout)
+        k = self._keys
+        while True:
+            left = self._run(
+                lambda: self._script("UNFINISHED", [k.meta, k.joiners], [self._marker_ms])
+            )
+            if left <= 0:
+                return
+            wait = remaining(end)
+            if wait == 0.0:
+                raise JoinTimeout(f"join() timed out with {left} unfinished tasks")
+            self._wait_on(k.joined, wait)
+
+    def _sizes(self) -> tuple[int, int, int]:
+        k = self._keys
+        n, u, s = self._run(lambda: self._script("SIZES", [k.queue, k.meta], [lua.SENTINEL]))
+        return int(n), int(u), int(s)
+
+    def qsize(self) -> int:
+        self._ready()
+        return self._sizes()[0]
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            qsize="exact",
+            ordering="fifo",
+            cross_process=True,
+            start_methods=tuple(multiprocessing.get_all_start_methods()),
+            cross_host=True,
+            durable=self._durable,
+            serializes=True,
+            max_message_size=MAX_MESSAGE_SIZE,
+        )
+
+    def shutdown(self, immediate: bool = False) -> None:
+        self._ready()
+        k = self._keys
+        keys = [k.queue, k.meta, k.room, k.joined]
+        args = ["1" if immediate else "0", lua.SENTINEL, self._marker_ms]
+        self._run(lambda: self._script("SHUTDOWN", keys, args))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if os.getpid() != self._pid:
+            return  # a forked copy: the parent's connection and consumer are the parent's
+        self._beat_stop.set()
+        if self._cid is not None:
+            # What this handle got and did not acknowledge goes back to the queue now.
+            self._retry_window = min(self._retry_window, 1.0)
+            with contextlib.suppress(BackendUnavailable):
+                self._recover(force=True)
+        self._pending.clear()
+        self._client.close()
+
+    def info(self) -> dict[str, Any]:
+        """Facts for ``queuekit info``: sizes, and each consumer's messages in flight."""
+        self._ready()
+        k = self._keys
+        n, u, s = self._sizes()
+        members = sorted(self._members())
+        pipe = self._client.pipeline(transaction=True)
+        for cid in members:
+            pipe.exists(k.heartbeat(cid))
+            pipe.llen(k.proc(cid))
+        facts = self._run(pipe.execute)
+        in_flight = {
+            cid: {"alive": bool(facts[2 * i]), "in_flight": facts[2 * i + 1]}
+            for i, cid in enumerate(members)
+        }
+        return {
+            "key": k.key,
+            "maxsize": self._maxsize,
+            "qsize": n,
+            "unfinished": u,
+            "shutdown": {0: False, 1: "graceful", 2: "immediate"}.get(s, s),
+            "consumers_alive": sum(c["alive"] for c in in_flight.values()),
+            "consumers": in_flight,
+            "visibility_timeout": self._visibility,
+            "durable": self._durable,
+            "serializer": self._serializer.name,
+        }
+
+
+def _reopen(url: QueueURL, options: dict[str, Any]) -> RedisQueue[Any]:
+    return RedisQueue(url, **options)

@@ -1,0 +1,369 @@
+"""What is particular to redis://; the contract itself is the conformance suite's business.
+
+The backend's module is imported inside the tests, never at the top: Hypothesis draws
+constants from the modules loaded while tests are collected (see tests/test_shm_backend.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+from redis_server import RedisServer, free_port
+
+import queuekit
+from queuekit import BackendUnavailable, Empty, InvalidURL, ShutDown
+from queuekit.testing._suite import QueueConformance
+
+LONG = 20.0
+"""Seconds after which a child or a call is taken to hang (the machine is shared and slow)."""
+SECRET = "s3cret-Pa55"
+
+
+def backend() -> ModuleType:
+    return importlib.import_module("queuekit.backends.redis")
+
+
+def client(url: str) -> Any:
+    redis = importlib.import_module("redis")
+    return redis.Redis.from_url(url)
+
+
+@pytest.fixture
+def key() -> str:
+    return f"test-{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def url(redis_url: str, key: str) -> str:
+    return f"{redis_url}?key={key}"
+
+
+class TestRedisConformance(QueueConformance):
+    """The whole suite; every open without key= is a fresh private queue."""
+
+    @pytest.fixture
+    def queue_url(self, redis_url: str) -> str:
+        return redis_url
+
+
+# --- URLs, parameters, errors ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("bogus=1", "unknown URL parameter 'bogus'"),
+        ("socket_timeout=soon", "bad value 'soon' for 'socket_timeout'"),
+        ("visibility_timeout=0", "above 0"),
+        ("ssl_cert_reqs=required", "need TLS: use rediss://"),
+        ("key=a{b}", "bad key"),
+        ("key=", None),
+        ("db=3", "database 0 in the path but db=3"),
+    ],
+)
+def test_bad_parameters_are_invalid_urls(redis_url: str, query: str, message: str | None) -> None:
+    if message is None:
+        queuekit.open(f"{redis_url}?{query}").close()  # an empty key: a private queue
+        return
+    with pytest.raises(InvalidURL, match=message.replace("{", r"\{").replace("}", r"\}")):
+        queuekit.open(f"{redis_url}?{query}")
+
+
+def test_redis_py_parameters_pass_through(redis_url: str, key: str) -> None:
+    with queuekit.open(
+        f"{redis_url}?key={key}&client_name=qk-{key}&socket_connect_timeout=3&"
+        "health_check_interval=5&socket_keepalive=yes"
+    ) as q:
+        q.put(1)
+        names = [c["name"] for c in client(redis_url).client_list()]
+        assert f"qk-{key}" in names
+        assert q.get(timeout=LONG) == 1
+
+
+def test_unknown_option_is_invalid_url_not_type_error(redis_url: str) -> None:
+    with pytest.raises(InvalidURL, match="unknown option 'decode_responses'"):
+        queuekit.open(redis_url, decode_responses=True)
+
+
+@pytest.mark.parametrize(
+    "bad", ["redis://127.0.0.1:6379/x", "redis+unix://host/sock", "redis+unix://"]
+)
+def test_bad_locations(bad: str) -> None:
+    with pytest.raises(InvalidURL):
+        queuekit.open(bad)
+
+
+def test_unix_socket(redis_server: RedisServer | None, key: str) -> None:
+    if redis_server is None:
+        pytest.skip("the server named by QUEUEKIT_REDIS_URL may have no socket here")
+    with queuekit.open(f"redis+unix://{redis_server.socket}?db=0&key={key}") as q:
+        q.put("via the socket")
+        with queuekit.open(f"{redis_server.url}?key={key}") as tcp:
+            assert tcp.get(timeout=LONG) == "via the socket"
+
+
+def test_maxsize_belongs_to_the_queue(url: str) -> None:
+    with queuekit.open(url, maxsize=3) as q:
+        with queuekit.open(url) as again:
+            assert again.maxsize == 3
+        with pytest.raises(InvalidURL, match="exists already with maxsize=3, not 4"):
+            queuekit.open(url, maxsize=4)
+        assert q.maxsize == 3
+
+
+def test_a_key_holding_something_else(redis_url: str, key: str) -> None:
+    client(redis_url).set("{" + key + "}", "not a list")
+    with queuekit.open(f"{redis_url}?key={key}") as q, pytest.raises(InvalidURL, match="key="):
+        q.put(1)
+
+
+def test_unreachable_server_is_backend_unavailable_in_bounded_time() -> None:
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="raise retry_window") as info:
+        queuekit.open(f"redis://u:{SECRET}@127.0.0.1:{free_port()}/0?retry_window=0.5")
+    assert time.monotonic() - start < 5
+    assert SECRET not in str(info.value)
+
+
+def test_password_never_shown(redis_url: str, key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    admin = client(redis_url)
+    user = f"qk-{key}"
+    admin.acl_setuser(user, enabled=True, passwords=[f"+{SECRET}"], keys=["*"], commands=["+@all"])
+    try:
+        authed = redis_url.replace("redis://", f"redis://{user}:{SECRET}@") + f"?key={key}"
+        with queuekit.open(authed) as q:
+            q.put(1)
+            assert SECRET not in repr(q)
+            assert "***" in repr(q)
+            assert SECRET not in repr(q.info())
+            from queuekit._cli import main
+
+            assert main(["info", authed]) == 0
+            out = capsys.readouterr().out
+            assert SECRET not in out
+            assert "qsize: 1" in out
+        wrong = authed.replace(SECRET, SECRET + "x")
+        with pytest.raises(BackendUnavailable, match="refused") as info:
+            queuekit.open(wrong)
+        assert SECRET not in str(info.value)
+    finally:
+        admin.acl_deluser(user)
+
+
+# --- Delivery, redelivery, batches -------------------------------------------------------
+
+
+def _consumer_script(url: str) -> str:
+    return textwrap.dedent(
+        f"""
+        import sys, time, queuekit
+        q = queuekit.open({url!r})
+        m = q.get_message(timeout={LONG})
+        print(m.item, flush=True)
+        time.sleep(600)
+        """
+    )
+
+
+def test_killed_consumer_message_delivered_again_exactly_once(url: str) -> None:
+    url += "&visibility_timeout=1"
+    with queuekit.open(url) as q:
+        q.put("job")
+        child = subprocess.Popen(
+            [sys.executable, "-c", _consumer_script(url)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "job"
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(LONG)
+        assert q.qsize() == 0
+        with queuekit.open(url) as other:
+            m = backend().RedisQueue.get_message(other, timeout=LONG)
+            assert (m.item, m.deliveries, m.redelivered) == ("job", 2, True)
+            with pytest.raises(Empty):
+                q.get(timeout=2)  # past another visibility timeout: not given back twice
+            other.task_done()
+        q.join(timeout=LONG)  # the dead consumer's task did not leak
+        info = q.info()
+        assert info["unfinished"] == 0
+        assert info["consumers_alive"] == 1
+
+
+def test_close_gives_back_unacknowledged_messages(url: str) -> None:
+    with queuekit.open(url) as q:
+        q.put_many(["a", "b", "c"])
+        taker = queuekit.open(url)
+        assert taker.get_many(2) == ["a", "b"]
+        taker.task_done()  # "a" is done; "b" is not
+        taker.close()
+        got = [q.get_message(timeout=LONG) for _ in range(2)]  # type: ignore[attr-defined]
+        assert [(m.item, m.deliveries) for m in got] == [("b", 2), ("c", 1)]
+
+
+def test_task_done_acknowledges_oldest_of_this_handle(url: str) -> None:
+    with queuekit.open(url) as q:
+        q.put_many([1, 2])
+        taker = queuekit.open(url)
+        assert [taker.get(), taker.get()] == [1, 2]
+        taker.task_done()
+        assert [c["in_flight"] for c in taker.info()["consumers"].values()] == [1]
+        taker.close()
+        m = q.get_message(timeout=LONG)  # type: ignore[attr-defined]
+        assert (m.item, m.deliveries) == (2, 2)
+        q.task_done()
+        q.join(timeout=LONG)
+
+
+def test_batches_are_one_script_each(redis_url: str, url: str) -> None:
+    r = client(redis_url)
+    with queuekit.open(url) as q:
+        q.put(0)
+        q.get()  # scripts loaded, consumer registered
+        r.config_resetstat()
+        q.put_many(range(1000))
+        assert len(q.get_many(1000)) == 1000
+        stats = r.info("commandstats")
+        calls = {name: s["calls"] for name, s in stats.items() if name.startswith("cmdstat_")}
+        # Commands run inside scripts count too: one variadic LPUSH; the moves are in the script.
+        assert calls.get("cmdstat_evalsha") == 2, calls
+        assert calls.get("cmdstat_lpush") == 1, calls
+        assert "cmdstat_blmove" not in calls, calls
+
+
+def test_every_key_shares_the_hash_tag(redis_url: str, url: str, key: str) -> None:
+    with queuekit.open(url, maxsize=2) as q:
+        q.put_many([1, 2])
+        waiter = threading.Thread(target=lambda: q.put(3, timeout=LONG))
+        waiter.start()
+        q.get()
+        waiter.join(LONG)
+        q.get()
+        q.task_done()
+        q.shutdown()
+        names = [n.decode() for n in client(redis_url).scan_iter(match=f"*{key}*")]
+        assert len(names) >= 4, names
+        assert all(n.startswith("{" + key + "}") for n in names), names
+
+
+def test_handles_pickle_to_the_same_queue(url: str) -> None:
+    import pickle
+
+    with queuekit.open(url) as q:
+        copy = pickle.loads(pickle.dumps(q))
+        copy.put("from the copy")
+        assert q.get(timeout=LONG) == "from the copy"
+        copy.close()
+
+
+# --- A server that dies ------------------------------------------------------------------
+
+
+@pytest.fixture
+def aof_server(redis_server: RedisServer | None) -> Iterator[RedisServer]:
+    if redis_server is None:
+        pytest.skip("needs a redis-server of its own to kill")
+    server = RedisServer("--appendonly", "yes", "--appendfsync", "always")
+    server.start()
+    yield server
+    server.close()
+
+
+def test_server_killed_and_restarted_loses_no_returned_put(aof_server: RedisServer) -> None:
+    url = f"{aof_server.url}?key=crash&retry_window=15&visibility_timeout=2"
+    returned: list[int] = []
+    got: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        with queuekit.open(url) as q:
+            n = 0
+            while not stop.is_set():
+                try:
+                    q.put(n)
+                except BaseException as exc:  # recorded, and the test fails on it
+                    errors.append(exc)
+                    return
+                returned.append(n)
+                n += 1
+
+    def consume() -> None:
+        with queuekit.open(url) as q:
+            while True:
+                try:
+                    got.append(q.get(timeout=LONG))
+                    q.task_done()
+                except ShutDown:
+                    return
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+
+    threads = [threading.Thread(target=produce), threading.Thread(target=consume)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    aof_server.kill()
+    killed_at = len(returned)
+    time.sleep(0.5)
+    aof_server.start()
+    time.sleep(0.5)
+    stop.set()
+    threads[0].join(LONG)
+    with queuekit.open(url) as q:
+        q.shutdown()
+    threads[1].join(LONG * 2)
+    assert not errors, errors
+    assert killed_at > 0, "nothing was put before the server was killed"
+    assert len(returned) > killed_at, "the producer did not resume"
+    missing = set(returned) - set(got)
+    assert not missing, f"{len(missing)} items whose put returned were lost: {sorted(missing)[:5]}"
+
+
+def test_lost_server_is_backend_unavailable_then_reconnects(aof_server: RedisServer) -> None:
+    url = f"{aof_server.url}?key=lost&retry_window=0.5"
+    with queuekit.open(url) as q:
+        q.put("before")
+        aof_server.kill()
+        start = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            q.get(timeout=LONG)
+        assert time.monotonic() - start < 5
+        aof_server.start()
+        assert q.get(timeout=LONG) == "before"  # the AOF kept it; the handle reconnected
+
+
+def test_forked_child_uses_its_own_connection(url: str) -> None:
+    import multiprocessing
+
+    with queuekit.open(url) as q:
+        q.put("warm")
+        assert q.get() == "warm"
+        q.task_done()
+        ctx = multiprocessing.get_context("fork")
+        child = ctx.Process(target=_put_in_child, args=(q,))
+        child.start()
+        child.join(LONG)
+        assert child.exitcode == 0
+        assert q.get(timeout=LONG) == os.getpid()
+        q.task_done()
+        q.join(timeout=LONG)
+
+
+def _put_in_child(q: Any) -> None:
+    q.put(os.getppid())
+    q.close()
