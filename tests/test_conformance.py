@@ -6,10 +6,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import broken_backends
 import pytest
 
+import queuekit
+from queuekit import _registry
+from queuekit.backends.memory import MemoryQueue
 from queuekit.testing import CHECKS, QueueConformance, run_conformance
 
 
@@ -101,3 +107,65 @@ def test_checks_are_all_there_when_first_read() -> None:
     )
     tiers = sorted({c.tier for c in CHECKS})
     assert out == ["False", f"{len(CHECKS)} {tiers}", "True"]
+
+
+class _Unbounded(AssertionError):
+    pass
+
+
+class StrictQueue(MemoryQueue[Any]):
+    """memory://, refusing any call that could wait for good unless the suite's own threads
+    (which it joins with a deadline, or watches) make it."""
+
+    def _bounded(self, name: str, block: bool, timeout: float | None) -> None:
+        watched = threading.current_thread().name.startswith("queuekit")
+        if block and timeout is None and not watched:
+            raise _Unbounded(f"the suite called {name}() with no timeout and no watchdog")
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self._bounded("put", block, timeout)
+        super().put(item, block, timeout)
+
+    def put_many(
+        self, items: Iterable[Any], block: bool = True, timeout: float | None = None
+    ) -> None:
+        self._bounded("put_many", block, timeout)
+        super().put_many(items, block, timeout)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        self._bounded("get", block, timeout)
+        return super().get(block, timeout)
+
+    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> Any:
+        self._bounded("get_many", block, timeout)
+        return super().get_many(max_items, block, timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._bounded("join", True, timeout)
+        super().join(timeout)
+
+
+@pytest.fixture
+def strict_scheme() -> Iterator[str]:
+    saved = dict(_registry._registered)
+
+    def open_strict(url: queuekit.QueueURL, **options: Any) -> StrictQueue:
+        return StrictQueue(url.location, **queuekit.bind_params(url, StrictQueue.PARAMS, options))
+
+    queuekit.register_backend("strict", open_strict, replace=True)
+    yield "strict"
+    _registry._registered.clear()
+    _registry._registered.update(saved)
+
+
+@pytest.mark.parametrize("query", ["", "?serializer=pickle"])
+def test_every_call_that_may_wait_is_bounded(strict_scheme: str, query: str) -> None:
+    report = run_conformance(f"{strict_scheme}://{query}")
+    assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize("url", ["memory://?maxsize=1", "memory://?maxsize=3&serializer=pickle"])
+def test_a_url_that_fixes_maxsize_is_checked_like_any_other(url: str) -> None:
+    # Each check opens queues with the bound it needs, whatever the URL says.
+    report = run_conformance(url)
+    assert report.ok, report.summary()

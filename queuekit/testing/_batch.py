@@ -27,7 +27,9 @@ def batch_order_and_bounds(target: Target) -> None:
             items = [target.item(n) for n in range(sum(batches))]
             start = 0
             for size in batches:
-                q.put_many(iter(items[start : start + size]))  # any iterable, not just lists
+                q.put_many(
+                    iter(items[start : start + size]), timeout=PATIENCE
+                )  # any iterable, not just lists
                 start += size
             got: list[object] = []
             while len(got) < len(items):
@@ -48,21 +50,27 @@ def batch_order_and_bounds(target: Target) -> None:
 def put_many_all_or_nothing(target: Target) -> None:
     """A batch that does not fit, or cannot be serialized, leaves the queue unchanged."""
     with target.queue(maxsize=4) as q:
-        q.put_many([target.item(0), target.item(1)])
+        q.put_many([target.item(0), target.item(1)], timeout=PATIENCE)
         batch = [target.item(n) for n in range(2, 5)]
         expect_outcome(lambda: q.put_many(batch, block=False), Full, "put_many(3) with room for 2")
         expect_outcome(lambda: q.put_many(batch, timeout=SHORT), Full, "put_many(3, timeout)")
         size = settle_qsize(q, target.capabilities, 2)
         assert size == 2, f"a refused batch changed the queue: qsize {size}, expected 2"
         too_long = [target.item(n) for n in range(5)]
-        expect_outcome(lambda: q.put_many(too_long), ValueError, "put_many(5) on maxsize=4")
-        q.put_many(batch[:2])
+        expect_outcome(
+            lambda: q.put_many(too_long, timeout=PATIENCE), ValueError, "put_many(5) on maxsize=4"
+        )
+        q.put_many(batch[:2], timeout=PATIENCE)
         got = q.get_many(10, timeout=PATIENCE)
         want = [target.item(n) for n in range(4)]
         assert got == want, f"after refused batches the queue holds {got}, expected {want}"
         if target.capabilities.serializes:
             bad = [target.item(9), threading.Lock(), target.item(10)]
-            expect_outcome(lambda: q.put_many(bad), SerializationError, "put_many(unpicklable)")
+            expect_outcome(
+                lambda: q.put_many(bad, timeout=PATIENCE),
+                SerializationError,
+                "put_many(unpicklable)",
+            )
             expect_outcome(q.get_nowait, Empty, "get after a batch refused for serialization")
 
 
@@ -70,7 +78,7 @@ def put_many_all_or_nothing(target: Target) -> None:
 def put_many_waits_for_room(target: Target) -> None:
     """A blocked put_many enqueues nothing until the whole batch fits, then all of it."""
     with target.queue(maxsize=3) as q:
-        q.put_many([target.item(0), target.item(1)])
+        q.put_many([target.item(0), target.item(1)], timeout=PATIENCE)
         done = threading.Event()
         errors: list[BaseException] = []
 
@@ -99,14 +107,18 @@ def put_many_waits_for_room(target: Target) -> None:
 def batch_tasks_and_shutdown(target: Target) -> None:
     """Each item of a batch is one task; get_many drains a shut-down queue, then ShutDown."""
     with target.queue() as q:
-        q.put_many([target.item(n) for n in range(5)])
-        q.put_many([])
+        q.put_many([target.item(n) for n in range(5)], timeout=PATIENCE)
+        q.put_many([], timeout=PATIENCE)
         got = q.get_many(3, timeout=PATIENCE)
         for _ in got:
             q.task_done()
         expect_outcome(lambda: q.join(timeout=SHORT), JoinTimeout, "join with 2 items queued")
         q.shutdown()
-        expect_outcome(lambda: q.put_many([target.item(9)]), ShutDown, "put_many after shutdown")
+        expect_outcome(
+            lambda: q.put_many([target.item(9)], timeout=PATIENCE),
+            ShutDown,
+            "put_many after shutdown",
+        )
         rest = q.get_many(10, timeout=PATIENCE)
         assert rest == [target.item(3), target.item(4)], f"shutdown lost batch items: {rest}"
         expect_outcome(lambda: q.get_many(10, timeout=SHORT), ShutDown, "get_many when drained")

@@ -201,7 +201,7 @@ def blocked_get_wakes_on_put(target: Target) -> None:
                 partial(q.get, timeout=timeout),
             )
             still_blocked([getter], "for an item")
-            q.put(target.item(n))
+            q.put(target.item(n), timeout=WAKE)
             (got,) = woken([getter], time.monotonic(), "a put")
             assert got == target.item(n), (
                 f"{getter.label} returned {got!r} when woken, not the item put ({target.item(n)!r})"
@@ -212,7 +212,7 @@ def blocked_get_wakes_on_put(target: Target) -> None:
         ]
         still_blocked(getters, "for an item")
         items = [target.item(n) for n in range(3)]
-        q.put_many(items)
+        q.put_many(items, timeout=WAKE)
         got = woken(getters, time.monotonic(), "a put_many of 3 items (one for each getter)")
         assert Counter(got) == Counter(items), (
             f"3 blocked getters woken by a put_many of {items!r} returned {got!r}"
@@ -225,7 +225,7 @@ def blocked_put_wakes_on_get(target: Target) -> None:
     for maxsize, timeout in ((1, None), (2, 60.0)):
         with target.queue(maxsize=maxsize) as q, Calls(q) as calls:
             first = [target.item(n) for n in range(maxsize)]
-            q.put_many(first)
+            q.put_many(first, timeout=WAKE)
             late = target.item(maxsize)
             putter = calls.start(
                 f"a {_with_timeout('put(item)', timeout)} on a full queue of maxsize={maxsize}",
@@ -240,7 +240,7 @@ def blocked_put_wakes_on_get(target: Target) -> None:
                 f"not {[*first, late]!r}"
             )
     with target.queue(maxsize=3) as q, Calls(q) as calls:
-        q.put_many([target.item(n) for n in range(3)])
+        q.put_many([target.item(n) for n in range(3)], timeout=WAKE)
         putters = [
             calls.start(f"put() #{n} of 3 on a full queue of maxsize=3", partial(q.put, item))
             for n, item in enumerate([target.item(3), target.item(4), target.item(5)])
@@ -258,7 +258,7 @@ def put_many_waits_for_whole_batch(target: Target) -> None:
     for timeout in (None, 60.0):
         with target.queue(maxsize=2) as q, Calls(q) as calls:
             a, b, x, y, w = (target.item(n) for n in range(5))
-            q.put_many([a, b])
+            q.put_many([a, b], timeout=WAKE)
             batch = calls.start(
                 f"a {_with_timeout('put_many([x, y])', timeout)} on a queue of maxsize=2",
                 partial(q.put_many, [x, y], timeout=timeout),
@@ -297,7 +297,7 @@ def blocked_get_many_returns_first_arrivals(target: Target) -> None:
                 partial(q.get_many, 10, timeout=timeout),
             )
             still_blocked([getter], "for a first item")
-            q.put(target.item(n))
+            q.put(target.item(n), timeout=WAKE)
             (got,) = woken([getter], time.monotonic(), "a put of one item (not waiting for 10)")
             assert got == [target.item(n)], (
                 f"{getter.label} returned {got!r} after a put of {target.item(n)!r}"
@@ -306,7 +306,7 @@ def blocked_get_many_returns_first_arrivals(target: Target) -> None:
         getter = calls.start("a get_many(10) blocked on an empty queue", partial(q.get_many, 10))
         still_blocked([getter], "for a first item")
         items = [target.item(n) for n in range(3)]
-        q.put_many(items)
+        q.put_many(items, timeout=WAKE)
         (got,) = woken([getter], time.monotonic(), "a put_many of 3 items")
         assert isinstance(got, list) and 1 <= len(got) <= 3 and got == items[: len(got)], (
             f"{getter.label} returned {got!r} after a put_many of {items!r}; expected a "
@@ -326,9 +326,9 @@ def timeouts_honoured(target: Target) -> None:
         roomy = stack.enter_context(target.queue(maxsize=2))
         pending = stack.enter_context(target.queue())
         calls = stack.enter_context(Calls(empty, full, roomy, pending))
-        full.put(target.item(0))
-        roomy.put(target.item(0))
-        pending.put(target.item(0))
+        full.put(target.item(0), timeout=WAKE)
+        roomy.put(target.item(0), timeout=WAKE)
+        pending.put(target.item(0), timeout=WAKE)
         t = TIMEOUT
         timed: list[tuple[Call, type[BaseException]]] = [
             (calls.start(f"get(timeout={t}) on an empty queue", partial(empty.get, timeout=t)),
@@ -362,7 +362,7 @@ def non_blocking_ignores_timeout(target: Target) -> None:
     """With block=False a call acts at once and ignores its timeout, even a negative one."""
     after = "(with block=False the timeout must be ignored)"
     with target.queue(maxsize=1) as full, target.queue(maxsize=2) as q, Calls(full, q) as calls:
-        full.put(target.item(0))
+        full.put(target.item(0), timeout=WAKE)
         first, second = target.item(10), target.item(11)
         for t in (-1.0, 60.0):
             refusals: list[tuple[str, Callable[[], Any], type[BaseException]]] = [
@@ -429,7 +429,7 @@ def negative_timeout_refused(target: Target) -> None:
                 f"expected {expected}"
             )
             if state == "an empty":
-                q.put_many([target.item(0), target.item(1)])
+                q.put_many([target.item(0), target.item(1)], timeout=WAKE)
         refused("put(timeout=-1) on an unbounded queue", partial(unbounded.put, target.item(9),
                                                                   True, -1))  # fmt: skip
         got = [q.get(timeout=WAKE), q.get(timeout=WAKE)]
@@ -463,7 +463,7 @@ def shutdown_wakes_blocked_putters(target: Target) -> None:
     """Putters blocked on a full queue wake with ShutDown when another thread shuts it down."""
     for immediate in (False, True):
         with target.queue(maxsize=1) as q, Calls(q) as calls:
-            q.put(target.item(0))
+            q.put(target.item(0), timeout=WAKE)
             putters = [
                 calls.start("a put() blocked on a full queue", partial(q.put, target.item(1))),
                 calls.start("a put(timeout=60) blocked on a full queue",
@@ -490,7 +490,7 @@ def shutdown_and_join(target: Target) -> None:
     """shutdown(immediate=True) releases a blocked join() when the items it discards were the
     only unfinished tasks; a graceful shutdown does not."""
     with target.queue() as q, Calls(q) as calls:
-        q.put_many([target.item(n) for n in range(3)])
+        q.put_many([target.item(n) for n in range(3)], timeout=WAKE)
         joiners = [
             calls.start("a join() waiting for 3 queued items", q.join),
             calls.start("a join(timeout=60) waiting for 3 queued items",
@@ -500,7 +500,7 @@ def shutdown_and_join(target: Target) -> None:
         q.shutdown(immediate=True)
         woken(joiners, time.monotonic(), "shutdown(immediate=True) discarded every unfinished task")
     with target.queue() as q, Calls(q) as calls:
-        q.put_many([target.item(n) for n in range(3)])
+        q.put_many([target.item(n) for n in range(3)], timeout=WAKE)
         q.get(timeout=WAKE)
         joiners = [
             calls.start("a join() waiting for 1 item got and 2 queued", q.join),
@@ -523,7 +523,7 @@ def join_waits_for_every_task_done(target: Target) -> None:
     """join() returns only after a task_done() for every item put, however slowly they come."""
     count, pause = 4, 0.1
     with target.queue() as q, Calls(q) as calls:
-        q.put_many([target.item(n) for n in range(count)])
+        q.put_many([target.item(n) for n in range(count)], timeout=WAKE)
         done = [0]
         lock = threading.Lock()
 

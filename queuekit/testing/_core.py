@@ -78,7 +78,7 @@ def take(q: Queue[Any], count: int, what: str = "items put") -> list[Any]:
 def fresh_queue_per_open(target: Target) -> None:
     """Every open gives a fresh, empty queue (the suite relies on it)."""
     with target.queue() as first, target.queue() as second:
-        first.put(target.item(1))
+        first.put(target.item(1), timeout=PATIENCE)
         size = settle_qsize(second, target.capabilities, 0)
         assert size == 0, (
             f"opening {target.description} twice gave one shared queue (qsize {size}); the suite "
@@ -104,7 +104,7 @@ def stdlib_exceptions(target: Target) -> None:
                 assert isinstance(exc, QueueError), f"{what} raised {exc!r}, not a QueueError"
             else:
                 raise AssertionError(f"{what} returned instead of raising {kind.__name__}")
-        q.put(target.item(1))
+        q.put(target.item(1), timeout=PATIENCE)
         cases = [
             ("put_nowait() on a full queue", lambda: q.put_nowait(target.item(2)), Full),
             ("put(timeout=0.01) on a full queue", lambda: q.put(target.item(2), timeout=SHORT),
@@ -125,7 +125,7 @@ def fifo_order(target: Target) -> None:
     items = [target.item(n) for n in range(50)]
     with target.queue() as q:
         for item in items:
-            q.put(item)
+            q.put(item, timeout=PATIENCE)
         got = [take(q, 1)[0] for _ in items]
         assert got == items, f"items came out as {got[:8]}..., not in the order put {items[:8]}..."
 
@@ -141,11 +141,11 @@ def qsize_empty_full(target: Target) -> None:
             assert size == n, f"qsize() is {size} with {n} items in the queue"
             assert q.empty() == (n == 0), f"empty() is {q.empty()} with {n} items in the queue"
             assert not q.full(), f"full() is true with {n} of 3 items"
-            q.put(target.item(n))
+            q.put(target.item(n), timeout=PATIENCE)
         assert settle_qsize(q, caps, 3) == 3 and q.full(), "full() is false with 3 of 3 items"
     with target.queue() as q:
         assert q.maxsize <= 0, f"opened unbounded, the queue says maxsize={q.maxsize}"
-        q.put_many([target.item(n) for n in range(10)])
+        q.put_many([target.item(n) for n in range(10)], timeout=PATIENCE)
         assert not q.full(), "an unbounded queue says full()"
 
 
@@ -168,7 +168,7 @@ def task_done_join(target: Target) -> None:
     """join() waits for a task_done() per item put; one task_done() too many is a ValueError."""
     with target.queue() as q:
         call_with_watchdog(lambda: q.join(), PATIENCE, "join() on a queue never used")
-        q.put_many([target.item(1), target.item(2)])
+        q.put_many([target.item(1), target.item(2)], timeout=PATIENCE)
         take(q, 1)[0]
         take(q, 1)[0]
         expect_outcome(
@@ -179,7 +179,7 @@ def task_done_join(target: Target) -> None:
         q.task_done()
         call_with_watchdog(lambda: q.join(timeout=PATIENCE), PATIENCE * 2, "join() after all done")
         expect_outcome(q.task_done, ValueError, "task_done() beyond the items put")
-        q.put(target.item(3))
+        q.put(target.item(3), timeout=PATIENCE)
         expect_outcome(
             lambda: q.join(timeout=0), JoinTimeout, "join(timeout=0) with an item queued"
         )
@@ -193,12 +193,14 @@ def task_done_join(target: Target) -> None:
 def shutdown_semantics(target: Target) -> None:
     """After shutdown puts raise ShutDown, gets drain then raise ShutDown; immediate discards."""
     with target.queue(maxsize=2) as q:
-        q.put_many([target.item(1), target.item(2)])
+        q.put_many([target.item(1), target.item(2)], timeout=PATIENCE)
         q.shutdown()
         expect_outcome(
             lambda: q.put_nowait(target.item(3)), ShutDown, "put on a full shut-down queue"
         )
-        expect_outcome(lambda: q.put_many([]), ShutDown, "put_many([]) after shutdown")
+        expect_outcome(
+            lambda: q.put_many([], timeout=PATIENCE), ShutDown, "put_many([]) after shutdown"
+        )
         assert take(q, 1)[0] == target.item(1), "a graceful shutdown lost queued items"
         q.shutdown(immediate=True)
         expect_outcome(q.get_nowait, ShutDown, "get_nowait() after shutdown(immediate=True)")

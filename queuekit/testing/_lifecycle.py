@@ -156,7 +156,7 @@ def shutdown_refuses_puts(target: Target) -> None:
     """After shutdown() every put raises ShutDown, even on a full queue (ShutDown beats Full)."""
     for maxsize in (1, 0):
         with target.queue(maxsize=maxsize) as q, Calls(q) as calls:
-            q.put(target.item(0))
+            q.put(target.item(0), timeout=WAKE)
             q.shutdown()
             where = "a full shut-down queue" if maxsize else "a shut-down queue"
             for name, fn in _ops(q, target.item(1))[:6]:
@@ -176,7 +176,7 @@ def shutdown_drains_then_refuses_gets(target: Target) -> None:
     """After shutdown() gets return what is left, then raise ShutDown at once (never Empty)."""
     with target.queue() as q, Calls(q) as calls:
         items = [target.item(n) for n in range(3)]
-        q.put_many(items)
+        q.put_many(items, timeout=WAKE)
         q.shutdown()
         calls.run("shutdown() called a second time", q.shutdown).returned()
         got = [calls.run("get() on a shut-down queue with items left", q.get).returned()]
@@ -205,7 +205,7 @@ def immediate_shutdown_discards(target: Target) -> None:
     """shutdown(immediate=True), even after a graceful one, discards what is left and counts it
     as done; items got before still need their task_done()."""
     with target.queue() as q, Calls(q) as calls:
-        q.put_many([target.item(n) for n in range(3)])
+        q.put_many([target.item(n) for n in range(3)], timeout=WAKE)
         assert q.get(timeout=WAKE) == target.item(0), "the first item put did not come out first"
         q.shutdown()
         q.shutdown(immediate=True)
@@ -235,7 +235,7 @@ def immediate_shutdown_discards(target: Target) -> None:
 def task_done_after_shutdown(target: Target) -> None:
     """task_done() keeps working after shutdown(), and a surplus one is still a ValueError."""
     with target.queue() as q, Calls(q) as calls:
-        q.put_many([target.item(0), target.item(1)])
+        q.put_many([target.item(0), target.item(1)], timeout=WAKE)
         q.get(timeout=WAKE)
         q.get(timeout=WAKE)
         q.shutdown()
@@ -313,7 +313,7 @@ def pickling_refused_or_connected(target: Target) -> None:
             return
         try:
             assert isinstance(copy, Queue), f"an unpickled handle is a {type(copy).__name__}"
-            copy.put(target.item(1))
+            copy.put(target.item(1), timeout=WAKE)
             via_copy = calls.run(
                 "get(timeout=3) on the original of an unpickled handle",
                 partial(q.get, timeout=WAKE),
@@ -325,7 +325,7 @@ def pickling_refused_or_connected(target: Target) -> None:
                     "original: the copy is silently disconnected (refuse pickling instead)"
                 )
             assert via_copy.returned() == target.item(1), "the unpickled handle mixed up items"
-            q.put(target.item(2))
+            q.put(target.item(2), timeout=WAKE)
             got = calls.run(
                 "get(timeout=3) on an unpickled handle",
                 partial(copy.get, timeout=WAKE),
@@ -451,8 +451,8 @@ def items_round_trip(target: Target) -> None:
     with target.queue() as q:
         if not q.capabilities.serializes:
             sent: list[Any] = [target.item(1), threading.Lock()]
-            q.put(sent)
-            q.put_many([sent, sent[1]])
+            q.put(sent, timeout=WAKE)
+            q.put_many([sent, sent[1]], timeout=WAKE)
             got = [q.get(timeout=WAKE), *q.get_many(2, timeout=WAKE)]
             while len(got) < 3:
                 got += q.get_many(3 - len(got), timeout=WAKE)
@@ -464,7 +464,7 @@ def items_round_trip(target: Target) -> None:
         values = {"bytes": st.binary(), "json": _JSON}.get(name, _PICKLABLE)
         if name not in ("bytes", "json"):
             mutable = [target.item(1)]
-            q.put(mutable)
+            q.put(mutable, timeout=WAKE)
             copied = q.get(timeout=WAKE)
             assert copied == mutable and copied is not mutable, (
                 "a backend declaring serializes=True returned the very object put, not a copy"
@@ -477,14 +477,14 @@ def items_round_trip(target: Target) -> None:
         else:
             odd = _ODD_VALUES
         for item in odd:
-            q.put(item)
+            q.put(item, timeout=WAKE)
             found = _difference(item, _get_back(q, f"{item!r}"))
             assert found is None, f"an item came back changed from put to get: {found}"
 
         @Settings(target.settings)
         @given(values)
         def survives(item: Any) -> None:
-            q.put(item)
+            q.put(item, timeout=WAKE)
             found = _difference(item, _get_back(q, "an item"))
             assert found is None, f"an item came back changed from put to get: {found}"
 
@@ -531,7 +531,7 @@ def unserializable_item_refused(target: Target) -> None:
         if not q.capabilities.serializes:
             raise NotApplicable("items are handed over by reference: nothing is serialized")
         before, after = target.item(0), target.item(1)
-        q.put(before)
+        q.put(before, timeout=WAKE)
         bad: list[tuple[str, Any]] = [
             ("a lambda", lambda: None),
             ("a threading.Lock", threading.Lock()),
@@ -544,7 +544,7 @@ def unserializable_item_refused(target: Target) -> None:
             )
         size = settled_qsize(q, 1)
         assert size == 1, f"puts refused for serialization changed the queue: qsize {size}, not 1"
-        q.put(after)
+        q.put(after, timeout=WAKE)
         got = [q.get(timeout=WAKE), q.get(timeout=WAKE)]
         assert got == [before, after], (
             f"after puts refused for serialization the queue gave {got!r}, not {[before, after]!r}"
@@ -563,21 +563,21 @@ def serializer_options(target: Target) -> None:
             )
             refused = {target.item(1), target.item(2)}
             try:
-                q.put(refused)
+                q.put(refused, timeout=WAKE)
             except SerializationError:
                 pass
             else:
                 raise AssertionError("serializer=json took a set, which is no JSON value")
 
             for item in _ODD_JSON:
-                q.put(item)
+                q.put(item, timeout=WAKE)
                 found = _difference(item, _get_back(q, "a JSON value"))
                 assert found is None, f"a JSON value came back changed (serializer=json): {found}"
 
             @Settings(target.settings)
             @given(_JSON)
             def survives(item: Any) -> None:
-                q.put(item)
+                q.put(item, timeout=WAKE)
                 found = _difference(item, _get_back(q, "a JSON value"))
                 assert found is None, f"a JSON value came back changed (serializer=json): {found}"
 
@@ -588,11 +588,11 @@ def serializer_options(target: Target) -> None:
         with target.queue(serializer="raw") as q:
             offered.append("raw")
             for data in (b"", b"\x00\xff raw \n", bytes(range(256)) * 300):
-                q.put(data)
+                q.put(data, timeout=WAKE)
                 problem = _same_payload(data, _get_back(q, f"{len(data)} bytes"))
                 assert problem is None, f"serializer=raw: bytes did not survive: {problem}"
             try:
-                q.put("text")
+                q.put("text", timeout=WAKE)
             except SerializationError:
                 pass
             else:
@@ -613,7 +613,7 @@ def message_too_large_refused(target: Target) -> None:
     if limit > LARGEST_TESTED:
         raise NotApplicable(f"max_message_size={limit} is too large to make an item beyond it")
     with target.queue() as q, Calls(q) as calls:
-        q.put(target.item(0))
+        q.put(target.item(0), timeout=WAKE)
         huge = _payload(target, limit + 1)
         calls.run(
             f"put of an item of {limit + 1} (max_message_size={limit})", partial(q.put, huge)
