@@ -216,8 +216,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from ._bench._command import run
+
     try:
-        return _bench.run(args, argv)
+        return run(args, argv)
     except _bench.UsageError as exc:
         raise _UsageError(str(exc)) from None
 

@@ -7,7 +7,8 @@ queue users would otherwise use, measured in the same run.
   the workers of a run.
 - ``_measure``: the measurements; ``_scenarios``: the scenarios and their sizes.
 - ``_report``: medians, ranges and ratios; text, Markdown, JSON and a plot.
-- ``_command``: the command's options, and putting it together.
+- ``_options``: the command's options (all that ``queuekit`` imports until ``bench`` runs);
+  ``_command``: putting it together.
 
 Imports only the standard library and queuekit's core; faster-fifo, redis-py and matplotlib
 only when they are used.
@@ -15,6 +16,6 @@ only when they are used.
 
 from __future__ import annotations
 
-from ._command import UsageError, add_arguments, run
+from ._options import UsageError, add_arguments
 
-__all__ = ["UsageError", "add_arguments", "run"]
+__all__ = ["UsageError", "add_arguments"]
