@@ -2,8 +2,8 @@
 
 Exit status: 0 success; 1 a check failed, or the backend could not be reached; 2 a usage error
 or a URL that cannot be opened as written; 130 interrupted. Only the standard library is
-imported here: the conformance suite (which needs hypothesis) is imported when it runs, and
-``_bench`` imports faster-fifo, redis-py or matplotlib only when a benchmark uses them.
+imported here: the conformance suite (which needs hypothesis) and the benchmarks are imported
+when they run, and faster-fifo, redis-py or matplotlib only when a benchmark uses them.
 """
 
 from __future__ import annotations
