@@ -145,23 +145,51 @@ class StrictQueue(MemoryQueue[Any]):
         super().join(timeout)
 
 
+class SmallMessages(MemoryQueue[Any]):
+    """memory://, serializing, with a small max_message_size that it enforces."""
+
+    LIMIT = 2048
+
+    @property
+    def capabilities(self) -> queuekit.Capabilities:
+        return queuekit.Capabilities(max_message_size=self.LIMIT)
+
+    def _encode(self, item: Any) -> Any:
+        data = super()._encode(item)
+        if len(data) > self.LIMIT:
+            raise queuekit.MessageTooLarge(f"{len(data)} bytes; at most {self.LIMIT}")
+        return data
+
+
 @pytest.fixture
-def strict_scheme() -> Iterator[str]:
+def own_schemes() -> Iterator[None]:
     saved = dict(_registry._registered)
+    for scheme, cls in (("strict", StrictQueue), ("small", SmallMessages)):
 
-    def open_strict(url: queuekit.QueueURL, **options: Any) -> StrictQueue:
-        return StrictQueue(url.location, **queuekit.bind_params(url, StrictQueue.PARAMS, options))
+        def opener(url: queuekit.QueueURL, cls: Any = cls, **options: Any) -> Any:
+            return cls(url.location, **queuekit.bind_params(url, cls.PARAMS, options))
 
-    queuekit.register_backend("strict", open_strict, replace=True)
-    yield "strict"
+        queuekit.register_backend(scheme, opener, replace=True)
+    yield
     _registry._registered.clear()
     _registry._registered.update(saved)
 
 
+@pytest.mark.usefixtures("own_schemes")
 @pytest.mark.parametrize("query", ["", "?serializer=pickle"])
-def test_every_call_that_may_wait_is_bounded(strict_scheme: str, query: str) -> None:
-    report = run_conformance(f"{strict_scheme}://{query}")
+def test_every_call_that_may_wait_is_bounded(query: str) -> None:
+    report = run_conformance(f"strict://{query}")
     assert report.ok, report.summary()
+
+
+@pytest.mark.usefixtures("own_schemes")
+@pytest.mark.parametrize("serializer", ["pickle", "json", "raw"])
+def test_items_stay_within_max_message_size(serializer: str) -> None:
+    # Every check but the one that puts an item beyond the limit on purpose stays within it.
+    report = run_conformance(f"small://?serializer={serializer}", tiers=["lifecycle"])
+    assert report.ok, report.summary()
+    passed = {r.check.name for r in report.results if r.outcome == "passed"}
+    assert {"message-too-large-refused", "serializer-options", "large-items-intact"} <= passed
 
 
 @pytest.mark.parametrize("url", ["memory://?maxsize=1", "memory://?maxsize=3&serializer=pickle"])

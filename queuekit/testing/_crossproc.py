@@ -333,7 +333,7 @@ _sizes = st.one_of(
 @st.composite
 def _scripts(draw: st.DrawFn) -> Script:
     maxsize = draw(st.one_of(st.just(0), st.integers(1, 4), st.integers(5, 32)))
-    largest_batch = min(8, maxsize) if maxsize > 0 else 8
+    largest_batch = min(_LARGEST_BATCH, maxsize) if maxsize > 0 else _LARGEST_BATCH
     step = st.one_of(
         _sizes.map(lambda size: (False, (size,))),
         st.lists(_sizes, max_size=largest_batch).map(lambda sizes: (True, tuple(sizes))),
@@ -364,6 +364,24 @@ def _volume_script() -> Script:
 
 VOLUME = _volume_script()
 
+_EXPANSION = {"tuple": 1, "bytes": 1, "list": 6}
+"""Serialized bytes per payload byte, at most, for each item form: pickle and raw carry the
+bytes as they are; JSON writes most of the latin-1 text a payload becomes as \\u00XX."""
+_LARGEST_BATCH = 8
+
+
+def _fit(script: Script, target: Target, form: str) -> Script:
+    """``script`` with each payload cut to what ``max_message_size`` lets its put carry (a
+    batch's items share it: one call stays within the limit)."""
+
+    def fitted(step: Step) -> Step:
+        batch, sizes = step
+        room = target.payload_room(max(1, len(sizes)), _EXPANSION[form])
+        return batch, sizes if room is None else tuple(min(size, room) for size in sizes)
+
+    producers = tuple(tuple(fitted(step) for step in plan) for plan in script.producers)
+    return Script(script.maxsize, producers, script.consumers)
+
 
 def _describe(records: Counter[_workers.Record], limit: int = 3) -> str:
     shown = [f"producer {p} seq {s} ({n} bytes)" for p, s, n, _ in sorted(records)[:limit]]
@@ -382,6 +400,7 @@ def _wait_for_count(done: Any, total: int) -> None:
 
 def _run_pipeline(target: Target, method: str, script: Script, form: str) -> None:
     caps = target.capabilities
+    script = _fit(script, target, form)
     expected: Counter[_workers.Record] = Counter()
     for p, plan in enumerate(script.producers):
         sizes = [size for _, batch in plan for size in batch]
@@ -531,6 +550,12 @@ def pipeline_across_processes(target: Target) -> None:
     waits for every task_done(), maxsize holds, puts block."""
     methods = _start_methods(target)
     form = _item_form(target)
+    room = target.payload_room(_LARGEST_BATCH, _EXPANSION[form])
+    if room is not None and room < 0:
+        raise NotApplicable(
+            f"max_message_size={target.capabilities.max_message_size} leaves no room for a "
+            f"batch of {_LARGEST_BATCH} of the pipeline's items in one put_many"
+        )
     for method in methods:
         if method == "forkserver":
             _run_pipeline(target, method, VOLUME, form)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 
@@ -26,10 +26,12 @@ from .._errors import (
     ShutDown,
 )
 from .._protocol import Capabilities, Queue
+from .._serializers import get_serializer
 from .._urls import parse_url
 from ._blocking import EARLY, TIMEOUT, WAKE, Calls, settled_qsize
 from ._checks import (
     CLEANUP,
+    FRAMING,
     NotApplicable,
     Target,
     call_with_watchdog,
@@ -393,6 +395,20 @@ def _serializer_named(target: Target) -> str:
     return parse_url(target.url).query.get("serializer", "") if target.url else ""
 
 
+def _fits(item: Any, limit: int | None, serializer: str) -> bool:
+    """Whether ``item``, serialized as ``serializer`` names it (pickle when it names none or
+    one of its own), stays within ``limit`` with room for framing."""
+    if limit is None:
+        return True
+    if serializer == "bytes":
+        return len(item) <= limit - FRAMING
+    try:
+        data = get_serializer("json" if serializer == "json" else "pickle").dumps(item)
+    except Exception:
+        return True  # the backend's own serializer decides; the check reports what it does
+    return len(data) <= limit - FRAMING
+
+
 def _payload(target: Target, size: int, seed: int = 0) -> Any:
     """``size`` bytes (characters for JSON), varied so that a misplaced chunk shows."""
     data = random.Random(seed).randbytes(size)
@@ -476,7 +492,8 @@ def items_round_trip(target: Target) -> None:
             odd = [b"", b"\x00", bytes(range(256))]
         else:
             odd = _ODD_VALUES
-        for item in odd:
+        limit = q.capabilities.max_message_size
+        for item in [item for item in odd if _fits(item, limit, name)]:
             q.put(item, timeout=WAKE)
             found = _difference(item, _get_back(q, f"{item!r}"))
             assert found is None, f"an item came back changed from put to get: {found}"
@@ -484,6 +501,7 @@ def items_round_trip(target: Target) -> None:
         @Settings(target.settings)
         @given(values)
         def survives(item: Any) -> None:
+            assume(_fits(item, limit, name))
             q.put(item, timeout=WAKE)
             found = _difference(item, _get_back(q, "an item"))
             assert found is None, f"an item came back changed from put to get: {found}"
@@ -496,9 +514,11 @@ def large_items_intact(target: Target) -> None:
     """Items of up to a few MiB come back intact and in order (within max_message_size)."""
     limit = target.capabilities.max_message_size
     sizes = [1, 64 * 1024 - 1, 64 * 1024 + 7, MiB, 3 * MiB + 5]
-    if limit is not None and 4096 < limit <= 4 * MiB:
-        sizes.append(limit - 4096)  # near the declared limit: it must really take it
-    sizes = sorted(n for n in sizes if limit is None or n <= limit - 1024)
+    if limit is not None:
+        sizes = [n for n in sizes if n <= limit - 1024]
+        if limit <= 4 * MiB:  # near the declared limit: it must really take it
+            sizes.append(limit - (4096 if limit > 8192 else FRAMING))
+    sizes = sorted(n for n in sizes if n > 0)
     with target.queue() as q:
         for n, size in enumerate(sizes):
             sent = _payload(target, size, n)
@@ -510,7 +530,15 @@ def large_items_intact(target: Target) -> None:
                 ) from exc
             problem = _same_payload(sent, _get_back(q, f"an item of {size}", 10))
             assert problem is None, f"a large item did not survive put/get: {problem}"
-        pair = [_payload(target, size, 100 + n) for n, size in enumerate(sizes[-2:])]
+        # The largest two that fit one call together: a batch, too, must stay within the limit.
+        pairs = [
+            (a, b)
+            for i, a in enumerate(sizes)
+            for b in sizes[i + 1 :]
+            if limit is None or a + b <= limit - 2 * FRAMING
+        ]
+        pair_sizes = max(pairs, key=sum) if pairs else (1, 1)
+        pair = [_payload(target, size, 100 + n) for n, size in enumerate(pair_sizes)]
         q.put_many(pair, timeout=10)
         for sent in pair:
             problem = _same_payload(sent, _get_back(q, f"an item of {len(sent)}", 10))
@@ -569,7 +597,8 @@ def serializer_options(target: Target) -> None:
             else:
                 raise AssertionError("serializer=json took a set, which is no JSON value")
 
-            for item in _ODD_JSON:
+            limit = q.capabilities.max_message_size
+            for item in [item for item in _ODD_JSON if _fits(item, limit, "json")]:
                 q.put(item, timeout=WAKE)
                 found = _difference(item, _get_back(q, "a JSON value"))
                 assert found is None, f"a JSON value came back changed (serializer=json): {found}"
@@ -577,6 +606,7 @@ def serializer_options(target: Target) -> None:
             @Settings(target.settings)
             @given(_JSON)
             def survives(item: Any) -> None:
+                assume(_fits(item, limit, "json"))
                 q.put(item, timeout=WAKE)
                 found = _difference(item, _get_back(q, "a JSON value"))
                 assert found is None, f"a JSON value came back changed (serializer=json): {found}"
@@ -587,7 +617,15 @@ def serializer_options(target: Target) -> None:
     try:
         with target.queue(serializer="raw") as q:
             offered.append("raw")
-            for data in (b"", b"\x00\xff raw \n", bytes(range(256)) * 300):
+            # Raw bytes are their own serialized form: one of exactly max_message_size fits.
+            limit = q.capabilities.max_message_size
+            sizes = [0, 300 * 256] + ([limit] if limit and limit <= LARGEST_TESTED else [])
+            samples = [b"\x00\xff raw \n"] + [
+                (bytes(range(256)) * (size // 256 + 1))[:size]
+                for size in sizes
+                if limit is None or size <= limit
+            ]
+            for data in samples:
                 q.put(data, timeout=WAKE)
                 problem = _same_payload(data, _get_back(q, f"{len(data)} bytes"))
                 assert problem is None, f"serializer=raw: bytes did not survive: {problem}"
