@@ -737,3 +737,49 @@ def test_info_repr_and_close(opened: Callable[..., PipeQueue[Any]]) -> None:
     for call in (q.info, q.qsize, q.get_nowait, lambda: q.put(3), q.close_reader, q.shutdown):
         with pytest.raises(QueueClosed):
             call()
+
+
+# --- Reading whole writes, parts of writes, and more writes than the ring notes -------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gets_of_any_size_take_frames_in_order_across_writes(
+    seed: int, opened: Callable[..., PipeQueue[bytes]]
+) -> None:
+    """Puts and batches of mixed sizes (some frames above the one-read limit of 64 KiB), more
+    writes than the ring of write boundaries holds, drained by gets and get_many calls that
+    claim whole writes, parts of writes and several writes at once."""
+    rng = random.Random(seed)
+    q = opened("pipe://?capacity=1MiB&serializer=raw")
+
+    def item(i: int, big: bool = False) -> bytes:
+        size = 70 * 1024 if big else rng.choice([0, 1, rng.randint(2, 300)])
+        return i.to_bytes(4, "little") + bytes([i % 251]) * size
+
+    put: list[bytes] = []
+    got: list[bytes] = []
+    rounds = most = 0
+    while len(put) < 3000:
+        writes, many = 0, rng.choice([5, 200, 1500])
+        while writes < many and q.info()["bytes_waiting"] < 300_000:
+            if many < 1500 and rng.random() < 0.5:
+                batch = [item(len(put) + k, k == 3) for k in range(rng.randint(1, 40))]
+                q.put_many(batch, block=False)
+                put += batch
+            else:
+                put.append(item(len(put), many < 1500 and rng.random() < 0.1))
+                q.put(put[-1], block=False)
+            writes += 1
+        while len(got) < len(put) - rng.choice([0, 0, 7, 300]):
+            if rng.random() < 0.3:
+                got.append(q.get(timeout=LONG))
+            else:
+                got += q.get_many(rng.choice([1, 2, 5, 39, 40, 41, 1000]), timeout=LONG)
+        assert got == put[: len(got)], f"round {rounds}: frames came out wrong or out of order"
+        rounds += 1
+        most = max(most, writes)
+    got += q.get_many(len(put), timeout=LONG) if len(got) < len(put) else []
+    assert got == put
+    assert q.qsize() == 0
+    assert q.info()["bytes_waiting"] == 0
+    assert most > 1024, "never more writes in the pipe than the ring of boundaries holds"

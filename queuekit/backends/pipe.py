@@ -8,7 +8,9 @@ rather than a process that cannot be joined. Linux only.
 One shared lock (see :mod:`queuekit._procstate`) covers the counts and the pipe: a put waits
 for room, writes its frame (a batch: all its frames, in one ``write``) and counts it in; a get
 claims items and reads exactly their frames, which are whole in the kernel, so neither call
-ever waits inside a system call. The queue is one global FIFO. A frame is a 12-byte header
+ever waits inside a system call. The shared state notes where each write ends, so a get that
+claims whole writes (what a put or put_many wrote, or several) reads them in one call and
+splits them after letting go of the lock. The queue is one global FIFO. A frame is a 12-byte header
 (magic, version, flags, the payload's length, and a check word derived from the length) and
 the payload; a reader that finds a bad header, a length beyond the bytes counted in the pipe,
 or bytes missing raises :class:`~queuekit.CorruptMessage` (from then on, for every call on
@@ -118,7 +120,16 @@ _LATE = FIRST_FREE + 3  # writes the kernel took only in part (see _finish_write
 _HOLD, _HOLDER, _HOLD_SINCE, _HOLD_SEEN = (FIRST_FREE + i for i in range(4, 8))
 # The header of the front frame, when a get has read it already (its tag + 1; 0: not read).
 _NEXT_TAG, _NEXT_LENGTH, _NEXT_CHECK = (FIRST_FREE + i for i in range(8, 11))
-_SLOTS = 11
+# Where the writes in the pipe begin and end, so that a get that claims whole writes reads
+# them in one call: a ring of (frames, bytes) pairs, one a write (a put or a put_many) in the
+# order written, from the pair at _FRONT on, _WRITES of them; the front pair counts what is
+# left of its write (a header read ahead still counts). When the ring is full, a write is
+# added to the newest pair: gets then read those frames one by one, as they must when they
+# claim part of a write.
+_FRONT, _WRITES = FIRST_FREE + 11, FIRST_FREE + 12
+_RING_AT = FIRST_FREE + 13
+_RING = 1024
+_SLOTS = 13 + 2 * _RING
 
 HOLD_STALE = 3.0
 """Seconds after which a hold whose owner stopped checking (a killed putter) is void."""
@@ -385,6 +396,15 @@ class _Pipe(ProcessSharedState):
                 return
             s[_BYTES] += nbytes
             self.added(n)
+            if n:  # noted in the ring
+                writes = s[_WRITES]
+                if writes < _RING:
+                    at = _RING_AT + 2 * ((s[_FRONT] + writes) % _RING)
+                    s[at], s[at + 1], s[_WRITES] = n, nbytes, writes + 1
+                else:
+                    at = _RING_AT + 2 * ((s[_FRONT] + writes - 1) % _RING)
+                    s[at] += n
+                    s[at + 1] += nbytes
         finally:
             self.lock.release()
 
@@ -445,59 +465,107 @@ class _Pipe(ProcessSharedState):
                 raise _corrupt("found by an earlier get")
             claimed = self.wait_for_items(max_items, block, timeout)
             try:
-                taken = self._read(claimed)
+                pieces = self._read(claimed)
             except CorruptMessage:
                 s[_CORRUPT] = 1
                 raise
             self.made_room()
         finally:
             self.lock.release()
-        if isinstance(taken, list):
-            return taken
-        # Every frame that was in the pipe: split apart without holding up other processes.
+        # Whole writes read in one piece are split without holding up other processes.
         try:
-            return _split(*taken, claimed)
+            if len(pieces) == 1:
+                piece = pieces[0]
+                return _split(*piece) if isinstance(piece, tuple) else [piece]
+            payloads: list[bytes] = []
+            for piece in pieces:
+                if isinstance(piece, tuple):
+                    payloads += _split(*piece)
+                else:
+                    payloads.append(piece)
+            return payloads
         except CorruptMessage:
             with self.lock:
                 s[_CORRUPT] = 1
             raise
 
-    def _read(self, k: int) -> list[bytes] | tuple[bytes, _Head | None]:
-        """The ``k`` frames at the front of the pipe, just claimed: their payloads, or, when
-        they are all the pipe holds, their bytes in one piece (and the first header, if it was
-        read already) for the caller to split.
+    def _read(self, k: int) -> list[bytes | tuple[bytes, _Head | None, int]]:
+        """The ``k`` frames at the front of the pipe, just claimed, in order: the payloads of
+        frames read one by one, and the bytes of whole writes read in one piece with how many
+        frames they hold (and the first header, if it was read already) for the caller to split.
 
-        Otherwise each read of a payload takes the next frame's header along when another
-        counted frame follows (kept in the shared state for the next get): one system call a
-        frame.
+        A write of which only some frames are claimed, or one frame too large to copy again,
+        is read frame by frame; each read of a payload takes the next frame's header along when
+        more counted bytes follow (kept in the shared state for the next get): one system call
+        a frame.
         """
         s = self.slots
-        left, after, ahead = s[_BYTES], s[COUNT], s[_NEXT_TAG]
+        front, writes, ahead = s[_FRONT], s[_WRITES], s[_NEXT_TAG]
+        at = _RING_AT + 2 * front
+        if s[at] == k and not ahead and (k > 1 or s[at + 1] <= _ONE_READ):
+            # The claim is the front write, as a get that takes what a put wrote finds it.
+            nbytes = s[at + 1]
+            s[_BYTES] -= nbytes
+            s[_FRONT], s[_WRITES] = (front + 1) % _RING, writes - 1
+            data = self._read_exactly(nbytes)
+            if k > 1:
+                return [(data, None, k)]
+            tag, length, check = _HEADER.unpack_from(data)
+            if tag != _TAG or check != length ^ _CHECK or length != nbytes - _HEAD:
+                _check((tag, length, check), nbytes - _HEAD)  # raises
+                raise _corrupt(f"a frame of {length} bytes was counted as {nbytes - _HEAD}")
+            return [data[_HEAD:]]
+        left = s[_BYTES]
         head: _Head | None = (ahead - 1, s[_NEXT_LENGTH], s[_NEXT_CHECK]) if ahead else None
-        if not after and (k > 1 or left <= _ONE_READ):
-            data = self._read_exactly(left)
-            s[_BYTES] = s[_NEXT_TAG] = 0
-            return data, head
-        payloads = []
-        for i in range(k):
-            if head is None:
-                head = _HEADER.unpack(self._read_exactly(_HEAD))
-                left -= _HEAD
-            length = _check(head, left)
-            if (after or i < k - 1) and length <= _ONE_READ:
-                data = self._read_exactly(length + _HEAD)
-                payloads.append(data[:length])
-                head = _HEADER.unpack_from(data, length)
-                left -= length + _HEAD
+        pieces: list[bytes | tuple[bytes, _Head | None, int]] = []
+        while k:
+            count = total = 0
+            while writes:
+                at = _RING_AT + 2 * front
+                n, nbytes = s[at], s[at + 1]
+                if n > k - count or (n == 1 and nbytes > _ONE_READ and not count):
+                    break
+                count += n
+                total += nbytes
+                front = (front + 1) % _RING
+                writes -= 1
+            if count:
+                if head is not None:
+                    total -= _HEAD
+                pieces.append((self._read_exactly(total), head, count))
+                head, left, k = None, left - total, k - count
+                continue
+            if not writes:
+                raise _corrupt(f"{k} claimed frames are not among the writes counted")
+            at = _RING_AT + 2 * front
+            n, nbytes = s[at], s[at + 1]
+            take = min(k, n)
+            for _ in range(take):
+                if head is None:
+                    head = _HEADER.unpack(self._read_exactly(_HEAD))
+                    left -= _HEAD
+                length = _check(head, left)
+                nbytes -= _HEAD + length
+                if left > length and length <= _ONE_READ:
+                    data = self._read_exactly(length + _HEAD)
+                    pieces.append(data[:length])
+                    head = _HEADER.unpack_from(data, length)
+                    left -= length + _HEAD
+                else:
+                    pieces.append(self._read_exactly(length))
+                    head = None
+                    left -= length
+            if take < n:
+                s[at], s[at + 1] = n - take, nbytes
             else:
-                payloads.append(self._read_exactly(length))
-                head = None
-                left -= length
-        s[_BYTES] = left
-        s[_NEXT_TAG], s[_NEXT_LENGTH], s[_NEXT_CHECK] = (
-            (head[0] + 1, head[1], head[2]) if head else (0, 0, 0)
-        )
-        return payloads
+                front, writes = (front + 1) % _RING, writes - 1
+            k -= take
+        s[_BYTES], s[_FRONT], s[_WRITES] = left, front, writes
+        if head:
+            s[_NEXT_TAG], s[_NEXT_LENGTH], s[_NEXT_CHECK] = head[0] + 1, head[1], head[2]
+        elif ahead:
+            s[_NEXT_TAG] = 0
+        return pieces
 
     def _read_exactly(self, n: int) -> bytes:
         # Every counted frame is whole in the kernel: one read gets it all, or bytes are gone.
