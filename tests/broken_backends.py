@@ -158,6 +158,25 @@ class SlowGet(MemoryQueue[Any]):
             time.sleep(2.0)
 
 
+class NewestProducerFirst(MemoryQueue[Any]):
+    """Declares the default ordering="fifo", but gets serve the items of the thread that put
+    last before anyone else's: each producer's own order is kept, the global one is not."""
+
+    def _put_encoded(self, encoded: list[Any], block: bool, timeout: float | None) -> None:
+        producer = threading.get_ident()
+        super()._put_encoded([(producer, data) for data in encoded], block, timeout)
+
+    def _get_encoded(self, max_items: int, block: bool, timeout: float | None) -> list[Any]:
+        taken = super()._get_encoded(max_items, block, timeout)
+        with self._state.mutex:
+            everything = taken + list(self._state.items)
+            newest = everything[-1][0]
+            order = sorted(range(len(everything)), key=lambda i: (everything[i][0] != newest, i))
+            self._state.items.clear()
+            self._state.items.extend(everything[i] for i in sorted(order[len(taken) :]))
+        return [everything[i][1] for i in order[: len(taken)]]
+
+
 class CloseHangs(MemoryQueue[Any]):
     """close() waits for good, like one that joins a helper thread that never ends."""
 
@@ -184,6 +203,7 @@ BROKEN: dict[str, type[MemoryQueue[Any]]] = {
     "claims-cross-process": ClaimsCrossProcess,
     "slow-get": SlowGet,
     "close-hangs": CloseHangs,
+    "newest-producer-first": NewestProducerFirst,
 }
 
 

@@ -3,6 +3,7 @@ deliberately broken backends: each must fail, naming the property it broke."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import queuekit
 from queuekit import _registry
 from queuekit.backends.memory import MemoryQueue
 from queuekit.testing import CHECKS, QueueConformance, run_conformance
+from queuekit.testing._checks import call_with_watchdog
 
 
 class TestConformance(QueueConformance):
@@ -45,6 +47,7 @@ BROKEN_EXPECTATIONS: dict[str, set[str]] = {
     "silent-serialization-drop": {"unserializable-item-refused", "put-many-all-or-nothing"},
     "claims-cross-process": {"sizes-across-processes", "handle-is-a-queue"},
     "slow-get": {"blocked-get-wakes-on-put"},
+    "newest-producer-first": {"fifo-across-threads", "fifo-across-concurrent-producers"},
     # Fails once a close() of a queue the suite opened has waited out its limit (10s).
     "close-hangs": {"close-is-idempotent-and-final"},
 }
@@ -107,6 +110,19 @@ def test_checks_are_all_there_when_first_read() -> None:
     )
     tiers = sorted({c.tier for c in CHECKS})
     assert out == ["False", f"{len(CHECKS)} {tiers}", "True"]
+
+
+def test_a_watchdog_that_fires_names_the_call_and_its_arguments() -> None:
+    with queuekit.open("memory://?maxsize=1") as full, queuekit.open("memory://") as empty:
+        full.put("first")
+        with pytest.raises(AssertionError, match=r"^put\('second', timeout=None\) hung"):
+            call_with_watchdog(functools.partial(full.put, "second", timeout=None), 0.2)
+        with pytest.raises(AssertionError, match=r"^get_many\(3\) hung"):
+            call_with_watchdog(functools.partial(empty.get_many, 3), 0.2)
+        with pytest.raises(AssertionError, match=r"^a get\(\) as the check put it hung"):
+            call_with_watchdog(empty.get, 0.2, "a get() as the check put it")
+        for q in (full, empty):
+            q.shutdown(immediate=True)  # lets the calls left blocked end
 
 
 class _Unbounded(AssertionError):

@@ -220,7 +220,7 @@ class Check:
         return f"{self.tier}/{self.name}"
 
 
-_CHECK_MODULES = ("_core", "_batch", "_blocking", "_lifecycle", "_crossproc")
+_CHECK_MODULES = ("_core", "_batch", "_blocking", "_ordering", "_lifecycle", "_crossproc")
 
 
 class _Registry(Sequence[Check]):

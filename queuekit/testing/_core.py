@@ -11,6 +11,7 @@ import queue as stdlib_queue
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from hypothesis import settings as Settings
@@ -177,7 +178,7 @@ def task_done_join(target: Target) -> None:
         q.task_done()
         expect_outcome(lambda: q.join(timeout=SHORT), JoinTimeout, "join(timeout) with 1 open task")
         q.task_done()
-        call_with_watchdog(lambda: q.join(timeout=PATIENCE), PATIENCE * 2, "join() after all done")
+        call_with_watchdog(partial(q.join, timeout=PATIENCE), PATIENCE * 2)
         expect_outcome(q.task_done, ValueError, "task_done() beyond the items put")
         q.put(target.item(3), timeout=PATIENCE)
         expect_outcome(

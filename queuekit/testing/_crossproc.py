@@ -292,7 +292,9 @@ def _join(q: Queue[Any], family: _Family, timeout: float) -> None:
     while True:
         piece = min(0.25, max(0.0, end - time.monotonic()))
         try:
-            family.call(functools.partial(q.join, timeout=piece), "join(timeout) in the parent")
+            family.call(
+                functools.partial(q.join, timeout=piece), f"join(timeout={piece:g}) in the parent"
+            )
             return
         except JoinTimeout:
             family.check_all()
@@ -465,7 +467,7 @@ def _run_pipeline(target: Target, method: str, script: Script, form: str) -> Non
             try:
                 family.call(
                     functools.partial(q.put, stop, timeout=PATIENCE),
-                    "put() of a stop marker in the parent",
+                    f"put({stop!r}, timeout={PATIENCE:g}) of a stop marker in the parent",
                     PATIENCE + WAKE,
                 )
             except Full:
