@@ -177,6 +177,14 @@ class SmallMessages(MemoryQueue[Any]):
         return data
 
 
+def open_unyielding(url: queuekit.QueueURL, **options: Any) -> MemoryQueue[Any]:
+    """memory://, except that an option may not override what the URL says."""
+    both = sorted(set(url.query) & set(options))
+    if both:
+        raise queuekit.InvalidURL(f"{url} sets {', '.join(both)}; do not pass it again")
+    return MemoryQueue(url.location, **queuekit.bind_params(url, MemoryQueue.PARAMS, options))
+
+
 @pytest.fixture
 def own_schemes() -> Iterator[None]:
     saved = dict(_registry._registered)
@@ -186,6 +194,7 @@ def own_schemes() -> Iterator[None]:
             return cls(url.location, **queuekit.bind_params(url, cls.PARAMS, options))
 
         queuekit.register_backend(scheme, opener, replace=True)
+    queuekit.register_backend("unyielding", open_unyielding, replace=True)
     yield
     _registry._registered.clear()
     _registry._registered.update(saved)
@@ -213,3 +222,13 @@ def test_a_url_that_fixes_maxsize_is_checked_like_any_other(url: str) -> None:
     # Each check opens queues with the bound it needs, whatever the URL says.
     report = run_conformance(url)
     assert report.ok, report.summary()
+
+
+@pytest.mark.usefixtures("own_schemes")
+def test_a_url_whose_maxsize_cannot_be_overridden_makes_checks_not_applicable() -> None:
+    report = run_conformance("unyielding://?maxsize=3", names=["fifo-order", "maxsize-bound"])
+    assert [r.outcome for r in report.results] == ["not applicable"] * 2, report.summary()
+    for result in report.results:
+        assert "unyielding://?maxsize=3 fixes" in result.message, result.message
+        assert "run the suite on a URL without maxsize" in result.message, result.message
+    assert run_conformance("unyielding://", names=["fifo-order", "maxsize-bound"]).ok
