@@ -7,10 +7,11 @@ queued messages, newest on the left: puts push on the left, gets move from the r
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
-__all__ = ["MAGIC", "SENTINEL", "Keys", "check_key"]
+__all__ = ["MAGIC", "SENTINEL", "Keys", "check_key", "sha1"]
 
 SENTINEL = b"queuekit:shutdown"
 """Pushed at the back of a shut-down queue, so getters blocked on the list wake at once; a
@@ -25,6 +26,11 @@ WAKE_TOKENS = 64
 """Most wake-up tokens kept in a wake list: enough for the waiters of one queue."""
 
 _KEY = re.compile(r"[^{}\s]{1,200}")
+
+
+def sha1(script: str) -> str:
+    """The name EVALSHA knows ``script`` by."""
+    return hashlib.sha1(script.encode()).hexdigest()
 
 
 def check_key(key: str) -> str | None:
@@ -121,26 +127,32 @@ return n
 """
 
 # KEYS: queue, proc, meta, putters, room. ARGV: max items, sentinel, bounded (0/1), ttl ms.
-# Returns {status, messages...}: status 0 got, 1 empty, 2 shut down and drained.
+# Returns {status, messages front first...}: status 0 got, 1 empty, 2 shut down and drained.
+# The sentinel, when there, is at the back (the left end), behind every message.
 GET = (
     _WAKE
     + """
-local out = {}
-for i = 1, tonumber(ARGV[1]) do
-  local m = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not m then break end
-  if m == ARGV[2] then
-    redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')
-    break
-  end
-  out[#out + 1] = m
+local n = tonumber(ARGV[1])
+local got
+if n == 1 then
+  local m = redis.call('LINDEX', KEYS[1], -1)
+  got = {m}
+  if not m then got = {} end
+else
+  got = redis.call('LRANGE', KEYS[1], -n, -1)
 end
-if #out == 0 then
+if #got > 0 and got[1] == ARGV[2] then table.remove(got, 1) end
+if #got == 0 then
   if redis.call('HGET', KEYS[3], 'shutdown') then return {2} end
   return {1}
 end
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then wake(KEYS[5], #out, ARGV[4]) end
-table.insert(out, 1, 0)
+redis.call('LTRIM', KEYS[1], 0, -#got - 1)
+local out = {0}
+for i = #got, 1, -1 do out[#out + 1] = got[i] end
+for i = 2, #out, 1000 do
+  redis.call('LPUSH', KEYS[2], unpack(out, i, math.min(i + 999, #out)))
+end
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then wake(KEYS[5], #got, ARGV[4]) end
 return out
 """
 )
