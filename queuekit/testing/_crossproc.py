@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import multiprocessing
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,7 @@ from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 
-from .._errors import Full, JoinTimeout, SerializationError
+from .._errors import Empty, Full, JoinTimeout, SerializationError
 from .._protocol import Queue
 from . import _workers
 from ._checks import NotApplicable, Target, call_with_watchdog, check
@@ -185,9 +186,9 @@ class _Family:
         except AssertionError as exc:
             raise self.fail(str(exc)) from None
 
-    def send(self, child: _Child, word: str) -> None:
+    def send(self, child: _Child, word: str, *payload: Any) -> None:
         try:
-            child.conn.send((word,))
+            child.conn.send((word, *payload))
         except OSError:
             self._next(child)
             raise self.fail(f"the {child.role} process stopped listening") from None
@@ -697,3 +698,63 @@ def sizes_across_processes(target: Target) -> None:
                 f"(qsize, empty, full) = {seen}{lag}, not (0, True, False)"
             )
             assert got == items, f"under {method}: the child got {got!r:.200}, not what it put"
+
+
+@check("fifo-across-processes", tier="cross-process")
+def fifo_across_processes(target: Target) -> None:
+    """With ordering="fifo", items put in turn by the parent and child processes (each put
+    or put_many returning before the next begins) come out in exactly that order."""
+    ordering = target.capabilities.ordering
+    if ordering != "fifo":
+        raise NotApplicable(
+            f"the backend declares ordering={ordering!r}: only each producer's own order, "
+            "which pipeline-across-processes checks"
+        )
+    form = _item_form(target)
+    rng = random.Random(20)  # the same plan on every run
+    plan = [(rng.randrange(3), rng.choice((1, 1, 2, 3))) for _ in range(30)]
+    for method in _start_methods(target):
+        with _session(target, method) as (q, family):
+            children = [
+                family.spawn(f"producer {p}", _workers.turn_taker, q, PATIENCE) for p in (1, 2)
+            ]
+            order: list[_workers.Record] = []
+            for who, size in plan:
+                items = [_workers.make_item(form, who, len(order) + k, 8) for k in range(size)]
+                if who == 0:
+                    family.call(
+                        functools.partial(q.put_many, items, timeout=PATIENCE),
+                        f"put_many of {size} items (timeout={PATIENCE:g}) in the parent",
+                        PATIENCE + WAKE,
+                    )
+                else:
+                    family.send(children[who - 1], "put", items)
+                    family.gather(
+                        [children[who - 1]], "put", PATIENCE, f"stuck putting {size} items"
+                    )
+                order += [_workers.parse_item(form, item) for item in items]
+            for child in children:
+                family.send(child, "stop")
+            family.gather(children, "done", PATIENCE, "still running when told to stop")
+            got: list[_workers.Record] = []
+            while len(got) < len(order):
+                try:
+                    batch = family.call(
+                        functools.partial(q.get_many, len(order) - len(got), timeout=WAKE),
+                        f"get_many({len(order) - len(got)}, timeout={WAKE:g}) in the parent",
+                        2 * WAKE,
+                    )
+                except Empty:
+                    raise family.fail(
+                        f"only {len(got)} of {len(order)} items put in turn came back"
+                    ) from None
+                got += [_workers.parse_item(form, item) for item in batch]
+            if got != order:
+                i = next(i for i, (a, b) in enumerate(zip(got, order, strict=True)) if a != b)
+                (p_got, s_got, _, _), (p_want, s_want, _, _) = got[i], order[i]
+                raise family.fail(
+                    f"items put in turn by the parent (producer 0) and 2 child processes came "
+                    f"out of order: at position {i}, producer {p_got}'s item {s_got} came out "
+                    f"where producer {p_want}'s item {s_want}, put before it, was next: with "
+                    "ordering='fifo' items come out in the one order they went in"
+                )

@@ -33,6 +33,7 @@ __all__ = [
     "record",
     "stop_marker",
     "task_worker",
+    "turn_taker",
     "wait_blocked",
 ]
 
@@ -224,3 +225,23 @@ def filler(conn: Connection, q: Any, items: Sequence[Any], patience: float) -> l
         got.append(q.get(timeout=patience))
         q.task_done()
     return got
+
+
+@_reporting
+def turn_taker(conn: Connection, q: Any, patience: float) -> int:
+    """On each ``("put", items)``, put them (one ``put_many`` for several) and say
+    ``("put",)``; on ``("stop",)``, return how many turns it took."""
+    turns = 0
+    while True:
+        if not conn.poll(patience):
+            raise TimeoutError(f"the parent said nothing for {patience:g}s")
+        message = conn.recv()
+        if message == ("stop",):
+            return turns
+        _, items = message
+        if len(items) == 1:
+            q.put(items[0], timeout=patience)
+        else:
+            q.put_many(items, timeout=patience)
+        turns += 1
+        conn.send(("put",))
