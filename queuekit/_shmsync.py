@@ -24,8 +24,10 @@ from typing import Any
 __all__ = [
     "MUTEX_BYTES",
     "UNAVAILABLE",
+    "WAKE_ALL",
     "futex_wait",
     "futex_wake",
+    "mutex_at",
     "mutex_init",
     "mutex_lock",
     "mutex_trylock",
@@ -38,7 +40,7 @@ MUTEX_BYTES = 128
 _SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98, "riscv64": 98}
 _FUTEX_WAIT, _FUTEX_WAKE = 0, 1  # without FUTEX_PRIVATE_FLAG: the words are shared
 _PTHREAD_PROCESS_SHARED, _PTHREAD_MUTEX_ROBUST = 1, 1
-_WAKE_ALL = 0x7FFFFFFF
+WAKE_ALL = 0x7FFFFFFF
 
 
 class _Timespec(ctypes.Structure):
@@ -67,12 +69,11 @@ _libc, _libc_held, UNAVAILABLE = _load()
 _sys_futex = _SYS_FUTEX.get(platform.machine().lower())
 
 if _libc is not None:
-    _ptr = [ctypes.c_void_p]
+    # No argtypes for the mutex calls: they take what mutex_at makes, which ctypes passes as
+    # it is, at half the cost of converting an address on every call.
     for _lib in (_libc, _libc_held):
         for _fn in ("lock", "trylock", "unlock", "consistent", "init"):
             getattr(_lib, f"pthread_mutex_{_fn}").restype = ctypes.c_int
-        for _fn in ("lock", "trylock", "unlock", "consistent"):
-            getattr(_lib, f"pthread_mutex_{_fn}").argtypes = _ptr
     _libc.syscall.restype = ctypes.c_long
     _libc.syscall.argtypes = [
         ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32,
@@ -97,20 +98,25 @@ def mutex_init(address: int) -> None:
     _libc.pthread_mutexattr_destroy(attr)
 
 
+def mutex_at(address: int) -> Any:
+    """The mutex at ``address``, as the calls below take it (the mapping must outlive it)."""
+    return ctypes.byref(ctypes.c_char.from_address(address))
+
+
 # Taking a free mutex and releasing one never block, so these keep the GIL (and cost less).
 mutex_trylock: Any = _libc_held.pthread_mutex_trylock if _libc_held is not None else None
-"""``mutex_trylock(address)``: 0 when taken; otherwise pass the result to :func:`mutex_lock`."""
+"""``mutex_trylock(mutex)``: 0 when taken; otherwise pass the result to :func:`mutex_lock`."""
 mutex_unlock: Any = _libc_held.pthread_mutex_unlock if _libc_held is not None else None
 
 
-def mutex_lock(address: int, tried: int = errno.EBUSY) -> bool:
+def mutex_lock(mutex: Any, tried: int = errno.EBUSY) -> bool:
     """Take the mutex, after ``mutex_trylock`` returned ``tried``. True when its previous
     holder died holding it: what that holder did under it may be unfinished."""
-    result = _libc.pthread_mutex_lock(address) if tried == errno.EBUSY else tried
+    result = _libc.pthread_mutex_lock(mutex) if tried == errno.EBUSY else tried
     if result == 0:
         return False
     if result == errno.EOWNERDEAD:
-        _libc.pthread_mutex_consistent(address)
+        _libc.pthread_mutex_consistent(mutex)
         return True
     raise OSError(result, f"cannot take the queue's lock: {os.strerror(result)}")
 
@@ -128,10 +134,11 @@ def futex_wait(address: int, expected: int, timeout: float | None) -> None:
     _libc.syscall(_sys_futex, address, _FUTEX_WAIT, expected, spec, None, 0)
 
 
-def futex_wake(address: int) -> None:
-    """Wake every process and thread sleeping on the word at ``address``."""
+def futex_wake(address: int, count: int = WAKE_ALL) -> None:
+    """Wake up to ``count`` of the processes and threads sleeping on the word at ``address``
+    (every one by default)."""
     if _sys_futex is not None:
-        _libc.syscall(_sys_futex, address, _FUTEX_WAKE, _WAKE_ALL, None, None, 0)
+        _libc.syscall(_sys_futex, address, _FUTEX_WAKE, min(count, WAKE_ALL), None, None, 0)
 
 
 def _poll(address: int, expected: int, timeout: float | None) -> None:

@@ -304,22 +304,26 @@ def test_checksum_catches_bytes_changed_in_the_ring() -> None:
 # --- Surviving death ---------------------------------------------------------------------------
 
 
-def _die_holding_lock(q: ShmQueue[Any], half_written: bool) -> None:
+def _die_holding_lock(q: ShmQueue[Any], locks: str, half_written: bool) -> None:
     seg = q._seg
     assert seg is not None
-    seg.lock()
+    if locks == "both":
+        seg.take_both()
+    else:
+        seg.take(seg.put_mutex if locks == "put" else seg.get_mutex)
     if half_written:
         # A put caught between writing its frame and publishing it.
-        loaded = seg.load()
-        seg.write(loaded[6], b"torn" * 100, 12345)
+        seg.write(seg.put_end()[1], b"torn" * 100, 12345)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-@pytest.mark.parametrize("half_written", [False, True])
-def test_process_killed_holding_the_lock(half_written: bool) -> None:
+@pytest.mark.parametrize(
+    ("locks", "half_written"), [("put", False), ("put", True), ("get", False), ("both", True)]
+)
+def test_process_killed_holding_the_lock(locks: str, half_written: bool) -> None:
     with queuekit.open("shm://?maxsize=4") as q:
         q.put("before")
-        with child(_die_holding_lock, q, half_written) as p:
+        with child(_die_holding_lock, q, locks, half_written) as p:
             pass
         assert p.exitcode == -signal.SIGKILL
         assert q.qsize() == 1
@@ -330,17 +334,20 @@ def test_process_killed_holding_the_lock(half_written: bool) -> None:
             q.get_nowait()
 
 
+def _mutex_unlock() -> Any:
+    return importlib.import_module("queuekit._shmsync").mutex_unlock
+
+
 def _commit_without_waking(q: ShmQueue[Any]) -> None:
     time.sleep(0.3)  # so that the parent is asleep in get() by now
     seg = q._seg
     assert seg is not None
     data = pickle.dumps("silently", protocol=5)
-    seg.lock()
-    loaded = seg.load()
-    head, tail, size, unfinished, shut = loaded[5:]
+    seg.take(seg.put_mutex)
+    words, tail, puts, shut = seg.put_end()
     tail = seg.write(tail, data, zlib.crc32(data))
-    seg.commit(loaded, head, tail, size + 1, unfinished + 1, shut, 0)
-    seg.unlock()
+    seg.commit_put(words, tail, puts + 1, shut)
+    _mutex_unlock()(seg.put_mutex)
     os.kill(os.getpid(), signal.SIGKILL)  # before the wake-up it owed
 
 

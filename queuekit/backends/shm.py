@@ -14,12 +14,20 @@ Lifecycle:
   There is no resource tracker involved, on any Python version.
 
 The items are frames in one ring (8-byte header: the payload's length, and its CRC-32 with
-``checksum=true``; a payload is split in two where it wraps around), and the queue's state
-(head, tail, count, unfinished tasks, shutdown) is written in two copies, with the current one
-chosen by a single word. Every change is made under one robust lock: a put writes its frames
-into free space and then flips that word; a get copies frames out and then flips it. A process
-killed at any instant leaves the state from before or after its call, never a torn frame, and
-the kernel releases its lock.
+``checksum=true``; a payload is split in two where it wraps around). The queue has two robust
+locks, one for each end: putters take the put lock, which guards the tail and the count of
+items ever put; getters take the get lock, which guards the head and the counts of items got
+and tasks done. So a putter and a getter never wait for each other. Each end's state is
+written in two copies, the current one chosen by the parity of a version word written after
+them: a put writes its frames into free space and then the tail; a get copies frames out and
+then the head. Calls that need both ends at once (waiting, ``qsize``, ``join``, ``shutdown``)
+take both locks, the put lock first. A process killed at any instant leaves each end's state
+from before or after its call, never a torn frame, and the kernel releases its locks.
+
+On x86 a putter reads the head (and a getter the tail) without the other lock, as the last
+version committed, and only when what it saw before is not enough: the head only grows, so an
+old one only understates the room, and the processor keeps the other end's copying and its
+commit in order. Elsewhere those reads take both locks.
 
 What a killed process can lose: the items of a put it was inside (all or none of a batch, and
 none are visible before they all are), and the items it had got, in a get that was returning
@@ -35,6 +43,7 @@ import ctypes
 import errno
 import mmap
 import os
+import platform
 import re
 import secrets
 import struct
@@ -61,8 +70,10 @@ from .._serializers import Serializer, get_serializer
 from .._shmsync import (
     MUTEX_BYTES,
     UNAVAILABLE,
+    WAKE_ALL,
     futex_wait,
     futex_wake,
+    mutex_at,
     mutex_init,
     mutex_lock,
     mutex_trylock,
@@ -83,33 +94,43 @@ SLICE = 0.5
 """The longest a waiter sleeps before it looks at the queue again by itself."""
 LOCK_SPINS = 50
 """How many more times a caller tries a busy lock before it sleeps in the kernel for it."""
+SPINS = 100
+"""How many times a get that finds the queue empty looks for an item before it sleeps."""
+_ORDERED = platform.machine().lower() in ("x86_64", "amd64")
+"""Whether one end's committed state can be read without its lock (see above)."""
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}")
 _START_METHODS = ("fork", "spawn", "forkserver")
 
 # --- The segment's layout ---------------------------------------------------------------------
 _MAGIC = b"queuekit-shm\x00\x00\x00\x00"
-_VERSION = 1
+_VERSION = 2
 _CHECKSUM = 1  # flag
 _HEADER = struct.Struct("<16sIIQq")  # magic, version, flags, capacity, maxsize
-_MUTEX_AT = 64
-# The control words: which of the two copies of the state is current; per condition a
-# sequence number bumped whenever it may have changed (the futex word its waiters sleep on);
-# and a bit per condition saying someone may be asleep on it, so a change costs no system
-# call otherwise. Then the two copies of the state: head and tail (byte positions, only ever
-# growing), count, unfinished tasks, shutdown.
-_CONTROL_AT = 256
-assert _MUTEX_AT + MUTEX_BYTES <= _CONTROL_AT
-_NOT_EMPTY, _NOT_FULL, _TASKS = 1, 2, 4
-_ALL_CONDITIONS = _NOT_EMPTY | _NOT_FULL | _TASKS
-_SEQ_AT = {_NOT_EMPTY: 264, _NOT_FULL: 268, _TASKS: 272}
-_CONTROL = struct.Struct("<Q4I")  # selected, not-empty seq, not-full seq, tasks seq, sleeping
-_ALL = struct.Struct("<Q4I10Q")  # the control words and both copies
-_STATE = struct.Struct("<5Q")
-_COPY_AT = (_CONTROL_AT + 24, _CONTROL_AT + 64)
+_PUT_MUTEX_AT, _GET_MUTEX_AT = 128, 256
+# Each end's state on cache lines of its own, so that the two ends write to different lines.
+# The put end: two copies of (tail, items ever put), then the version that chooses one; the
+# not-empty counter, bumped by every put (getters sleep on its low 32 bits, a futex word);
+# how many sleep on it; shutdown. Tail and head are byte positions that only grow.
+_PUT_AT = 512
+_PUTS = struct.Struct("<6Q2I")
+_PUT_COPIES = struct.Struct("<5Q")  # the copies and the version, for a reader without the lock
+_NOT_EMPTY_AT = _PUT_AT + 40
+# The get end: two copies of (head, items ever got, tasks done), the version; the not-full
+# counter and the tasks counter (bumped when none are left); the sleepers on each.
+_GET_AT = 640
+_GETS = struct.Struct("<9Q2I")
+_GET_COPIES = struct.Struct("<7Q")
+_NOT_FULL_AT, _TASKS_AT = _GET_AT + 56, _GET_AT + 64
+_SLEEPERS_AT = {_NOT_EMPTY_AT: _PUT_AT + 48, _NOT_FULL_AT: _GET_AT + 72, _TASKS_AT: _GET_AT + 76}
+assert _GET_MUTEX_AT + MUTEX_BYTES <= _PUT_AT
+assert _PUT_AT + _PUTS.size <= _GET_AT
+_WORD = struct.Struct("<Q")
+_SLEEPERS = struct.Struct("<I")
 _DATA_AT = 4096
 _FRAME = struct.Struct("<II")  # payload length, CRC-32 of the payload (0 without checksums)
 _MAX_FRAME = 0xFFFFFFFF
+_MASK32 = 0xFFFFFFFF
 
 
 def _pad(n: int) -> int:
@@ -125,22 +146,30 @@ class _Segment:
         "checksum",
         "data_end",
         "fd",
+        "get_mutex",
+        "gets_seen",
+        "head_seen",
         "maxsize",
         "mm",
-        "mutex",
         "name",
         "pin",
+        "put_mutex",
+        "tail_seen",
     )
     addr: int
     capacity: int
     checksum: bool
     data_end: int
     fd: int
+    get_mutex: Any
+    gets_seen: int
+    head_seen: int
     maxsize: int
     mm: mmap.mmap
-    mutex: int
     name: str
     pin: ctypes.c_char
+    put_mutex: Any
+    tail_seen: int
 
     def __init__(self, fd: int, name: str) -> None:
         self.fd = fd
@@ -164,10 +193,13 @@ class _Segment:
         self.maxsize = maxsize
         self.checksum = bool(flags & _CHECKSUM)
         self.data_end = _DATA_AT + capacity
-        # The mutex and the futex words are used by address; a view pins the mapping.
+        # The mutexes and the futex words are used by address; a view pins the mapping.
         self.pin = ctypes.c_char.from_buffer(self.mm)
         self.addr = ctypes.addressof(self.pin)
-        self.mutex = self.addr + _MUTEX_AT
+        self.put_mutex = mutex_at(self.addr + _PUT_MUTEX_AT)
+        self.get_mutex = mutex_at(self.addr + _GET_MUTEX_AT)
+        # What this process last saw of the other end: never ahead of it, as both only grow.
+        self.tail_seen = self.head_seen = self.gets_seen = 0
 
     @staticmethod
     def initialize(fd: int, capacity: int, maxsize: int, checksum: bool) -> None:
@@ -185,14 +217,15 @@ class _Segment:
             flags = _CHECKSUM if checksum else 0
             _HEADER.pack_into(mm, 0, _MAGIC, _VERSION, flags, capacity, maxsize)
             pin = ctypes.c_char.from_buffer(mm)
-            mutex_init(ctypes.addressof(pin) + _MUTEX_AT)
+            for at in (_PUT_MUTEX_AT, _GET_MUTEX_AT):
+                mutex_init(ctypes.addressof(pin) + at)
             del pin
 
-    # Under the lock ------------------------------------------------------------------------
+    # Locks ---------------------------------------------------------------------------------
 
-    def lock(self, tried: int = -1) -> None:
-        """Take the lock (``tried``: what a ``mutex_trylock`` just returned, if one did)."""
-        trylock, mutex = mutex_trylock, self.mutex
+    def take(self, mutex: Any, tried: int = -1) -> None:
+        """Take ``mutex`` (``tried``: what a ``mutex_trylock`` of it just returned, if one did)."""
+        trylock = mutex_trylock
         if tried == -1:
             tried = trylock(mutex)
         # Held only for a microsecond or so: trying again for a while is cheaper than sleeping
@@ -201,70 +234,164 @@ class _Segment:
         while tried == errno.EBUSY and spins:
             tried = trylock(mutex)
             spins -= 1
-        if not tried:
-            return
-        if mutex_lock(mutex, tried):
-            # Its holder died, maybe between a change and the wake-up it owed: pay it.
-            self.wake(self.notify(_ALL_CONDITIONS) | _ALL_CONDITIONS)
-
-    def unlock(self) -> None:
-        mutex_unlock(self.mutex)
-
-    def load(self) -> tuple[int, ...]:
-        """The control words, then the current state: (selected, seq x 3, sleeping, head,
-        tail, count, unfinished, shutdown)."""
-        words = _ALL.unpack_from(self.mm, _CONTROL_AT)
-        return words[:10] if words[0] == 0 else words[:5] + words[10:]
-
-    def commit(
-        self,
-        loaded: tuple[int, ...],
-        head: int,
-        tail: int,
-        count: int,
-        unfinished: int,
-        shutdown: int,
-        changed: int,
-    ) -> int:
-        """Make this the state, telling the ``changed`` conditions; those with sleepers to
-        wake (after unlocking)."""
-        selected, not_empty, not_full, tasks, sleeping = loaded[:5]
-        spare = 1 - selected
-        _STATE.pack_into(self.mm, _COPY_AT[spare], head, tail, count, unfinished, shutdown)
-        if changed & _NOT_EMPTY:
-            not_empty = (not_empty + 1) & 0xFFFFFFFF
-        if changed & _NOT_FULL:
-            not_full = (not_full + 1) & 0xFFFFFFFF
-        if changed & _TASKS:
-            tasks = (tasks + 1) & 0xFFFFFFFF
-        # One write flips the selection (a single byte changes) and tells the waiters.
-        _CONTROL.pack_into(
-            self.mm, _CONTROL_AT, spare, not_empty, not_full, tasks, sleeping & ~changed
-        )
-        return sleeping & changed
-
-    def notify(self, changed: int) -> int:
-        """Tell the ``changed`` conditions, the state as it is; those with sleepers."""
-        loaded = self.load()
-        head, tail, count, unfinished, shutdown = loaded[5:]
-        return self.commit(loaded, head, tail, count, unfinished, shutdown, changed)
-
-    def sleep(self, cond: int, timeout: float | None) -> None:
-        """Release the lock, sleep until ``cond`` changes (or ``timeout``), take it again."""
-        selected, *seqs, sleeping = _CONTROL.unpack_from(self.mm, _CONTROL_AT)
-        expected: int = seqs[(_NOT_EMPTY, _NOT_FULL, _TASKS).index(cond)]
-        _CONTROL.pack_into(self.mm, _CONTROL_AT, selected, *seqs, sleeping | cond)
-        self.unlock()
-        try:
-            wait = SLICE if timeout is None else min(timeout, SLICE)
-            futex_wait(self.addr + _SEQ_AT[cond], expected, wait)
-        finally:
-            self.lock()
-
-    def wake(self, conds: int) -> None:
-        for cond, at in _SEQ_AT.items():
-            if conds & cond:
+        if tried and mutex_lock(mutex, tried):
+            # Its holder died, maybe between a change and the wake-ups it owed: pay them.
+            for at in (_NOT_EMPTY_AT,) if mutex is self.put_mutex else (_NOT_FULL_AT, _TASKS_AT):
+                self.bump(at)
                 futex_wake(self.addr + at)
+
+    def take_both(self) -> None:
+        self.take(self.put_mutex)
+        self.take(self.get_mutex)
+
+    def release_both(self) -> None:
+        mutex_unlock(self.get_mutex)
+        mutex_unlock(self.put_mutex)
+
+    # Each end's state, under its lock ----------------------------------------------------------
+
+    def put_end(self) -> tuple[tuple[int, ...], int, int, int]:
+        """The put end's words, then its tail, items put and shutdown."""
+        words = _PUTS.unpack_from(self.mm, _PUT_AT)
+        tail, puts = words[2:4] if words[4] & 1 else words[:2]
+        return words, tail, puts, words[7]
+
+    def get_end(self) -> tuple[tuple[int, ...], int, int, int]:
+        """The get end's words, then its head, items got and tasks done."""
+        words = _GETS.unpack_from(self.mm, _GET_AT)
+        head, gets, done = words[3:6] if words[6] & 1 else words[:3]
+        return words, head, gets, done
+
+    def commit_put(self, words: tuple[int, ...], tail: int, puts: int, shutdown: int) -> None:
+        """Make (tail, puts) the put end's state and tell the getters. The current copy is
+        written again unchanged, so that one write does it all in order: the copies, then the
+        version, then the not-empty word."""
+        t0, p0, t1, p1, version, seq, sleepers, _ = words
+        if version & 1:
+            t0, p0 = tail, puts
+        else:
+            t1, p1 = tail, puts
+        _PUTS.pack_into(self.mm, _PUT_AT, t0, p0, t1, p1, version + 1, seq + 1, sleepers, shutdown)
+
+    def commit_get(
+        self, words: tuple[int, ...], head: int, gets: int, done: int, tell: bool, tasks: bool
+    ) -> None:
+        """Make (head, gets, done) the get end's state; ``tell`` the putters (the not-full
+        word) and the joiners (``tasks``)."""
+        h0, g0, d0, h1, g1, d1, version, not_full, tasks_seq, full_sleepers, task_sleepers = words
+        if version & 1:
+            h0, g0, d0 = head, gets, done
+        else:
+            h1, g1, d1 = head, gets, done
+        _GETS.pack_into(
+            self.mm, _GET_AT, h0, g0, d0, h1, g1, d1, version + 1,
+            not_full + tell, tasks_seq + tasks, full_sleepers, task_sleepers,
+        )  # fmt: skip
+
+    # The other end, without its lock -----------------------------------------------------------
+
+    def see_tail(self) -> int:
+        """The tail as last committed (getters), without the put lock where that is safe."""
+        if _ORDERED:
+            mm = self.mm
+            while True:  # until no commit came between reading the version and the copies
+                version = _WORD.unpack_from(mm, _PUT_AT + 32)[0]
+                t0, _, t1, _, again = _PUT_COPIES.unpack_from(mm, _PUT_AT)
+                if version == again:
+                    self.tail_seen = t1 if version & 1 else t0
+                    break
+        return self.tail_seen
+
+    def see_head(self) -> None:
+        """The head and items got as last committed (putters), without the get lock where
+        that is safe."""
+        if _ORDERED:
+            mm = self.mm
+            while True:
+                version = _WORD.unpack_from(mm, _GET_AT + 48)[0]
+                h0, g0, _, h1, g1, _, again = _GET_COPIES.unpack_from(mm, _GET_AT)
+                if version == again:
+                    self.head_seen, self.gets_seen = (h1, g1) if version & 1 else (h0, g0)
+                    return
+
+    def puts_seen(self) -> int:
+        """Items put, as last committed, or 0 where that cannot be read without the lock."""
+        if not _ORDERED:
+            return 0
+        mm = self.mm
+        while True:
+            version = _WORD.unpack_from(mm, _PUT_AT + 32)[0]
+            _, p0, _, p1, again = _PUT_COPIES.unpack_from(mm, _PUT_AT)
+            if version == again:
+                return int(p1 if version & 1 else p0)
+
+    def fits(self, tail: int, puts: int, need: int, count: int) -> bool:
+        """Whether ``count`` items of ``need`` bytes fit, by what this process has seen of the
+        get end."""
+        return tail + need - self.head_seen <= self.capacity and not (
+            0 < self.maxsize < puts - self.gets_seen + count
+        )
+
+    def room(self, tail: int, puts: int, need: int, count: int) -> bool:
+        """``fits``, looking at the get end again when what was seen is short."""
+        if self.fits(tail, puts, need, count):
+            return True
+        self.see_head()
+        return _ORDERED and self.fits(tail, puts, need, count)
+
+    # Waiting -------------------------------------------------------------------------------
+
+    def spin(self, head: int) -> bool:
+        """Whether the tail passes ``head`` within a short watch (without the put lock, where
+        that is safe): cheaper than sleeping and being woken, when items come steadily."""
+        if _ORDERED:
+            for _ in range(SPINS):
+                if self.see_tail() > head:
+                    return True
+                os.sched_yield()  # to whoever is about to put, where the processors are busy
+        return False
+
+    def bump(self, at: int) -> None:
+        """Tell the sleepers on the futex word at ``at`` that something changed."""
+        _WORD.pack_into(self.mm, at, _WORD.unpack_from(self.mm, at)[0] + 1)
+
+    def sleep(self, at: int, timeout: float | None) -> None:
+        """Holding both locks: release them, sleep until the futex word at ``at`` changes (or
+        ``timeout``), take them again. Sleepers are counted, so a change with none costs no
+        system call."""
+        mm, count_at = self.mm, _SLEEPERS_AT[at]
+        expected = _WORD.unpack_from(mm, at)[0] & _MASK32
+        _SLEEPERS.pack_into(mm, count_at, _SLEEPERS.unpack_from(mm, count_at)[0] + 1)
+        self.release_both()
+        try:
+            futex_wait(self.addr + at, expected, SLICE if timeout is None else min(timeout, SLICE))
+        finally:
+            self.take_both()
+            # Never below 0: a count left by a sleeper that was killed is not paid back.
+            sleepers = _SLEEPERS.unpack_from(mm, count_at)[0]
+            _SLEEPERS.pack_into(mm, count_at, max(sleepers - 1, 0))
+
+    def wake(self, at: int, count: int = WAKE_ALL) -> None:
+        futex_wake(self.addr + at, count)
+
+    def tell_everyone(self, shut: bool = False, drain: bool = False) -> None:
+        """Wake every sleeper, after marking the queue shut down (and emptying it, each item
+        counting as done) when asked."""
+        self.take_both()
+        try:
+            put_words, tail, puts, was_shut = self.put_end()
+            words, head, gets, done = self.get_end()
+            self.commit_put(put_words, tail, puts, 1 if shut else was_shut)
+            if drain:
+                done += min(puts - gets, puts - done)
+                head, gets = tail, puts
+            self.commit_get(words, head, gets, done, True, True)
+        finally:
+            self.release_both()
+        for at in (_NOT_EMPTY_AT, _NOT_FULL_AT, _TASKS_AT):
+            self.wake(at)
+
+    # Frames --------------------------------------------------------------------------------
 
     def write(self, pos: int, payload: bytes, crc: int) -> int:
         """Write a frame at byte position ``pos``; the position after it."""
@@ -301,6 +428,27 @@ class _Segment:
             return mm[start:end], crc, after
         first = self.data_end - start
         return mm[start : self.data_end] + mm[_DATA_AT : _DATA_AT + length - first], crc, after
+
+    def frames(self, pos: int, limit: int, max_items: int) -> tuple[list[bytes], list[int], int]:
+        """Up to ``max_items`` frames from ``pos`` (at least one is there), reading the tail
+        again when ``limit`` is reached; their payloads, CRCs, and the position after them."""
+        mm, cap, data_end, unpack_frame = self.mm, self.capacity, self.data_end, _FRAME.unpack_from
+        frames: list[bytes] = []
+        crcs: list[int] = []
+        while len(frames) < max_items:
+            if pos >= limit and pos >= (limit := self.see_tail()):
+                break
+            at = _DATA_AT + pos % cap
+            n, crc = unpack_frame(mm, at)
+            after = pos + 8 + ((n + 7) & ~7)
+            if at + 8 + n <= data_end and after <= limit:  # no wrap-around, no damage
+                frames.append(mm[at + 8 : at + 8 + n])
+                pos = after
+            else:
+                data, crc, pos = self.read(pos, limit)
+                frames.append(data)
+            crcs.append(crc)
+        return frames, crcs, pos
 
 
 def _path(name: str) -> str:
@@ -525,62 +673,63 @@ class ShmQueue(QueueBase[T]):
     # --- put ------------------------------------------------------------------------------
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        seg = self._segment()
+        seg = self._seg
+        if seg is None:
+            seg = self._segment()
         data = self._dumps(item)
         # The usual case, written out: room, no waiting, no wrap-around.
         n = len(data)
-        need = 8 + ((n + 7) & ~7)
-        mm = seg.mm
         crc = zlib.crc32(data) if seg.checksum else 0
-        tried = mutex_trylock(seg.mutex)
+        mm, mutex = seg.mm, seg.put_mutex
+        tried = mutex_trylock(mutex)
         if tried:
-            seg.lock(tried)
+            seg.take(mutex, tried)
         try:
-            words = _ALL.unpack_from(mm, _CONTROL_AT)
-            selected = words[0]
-            head, tail, size, unfinished, shut = words[10:] if selected else words[5:10]
+            t0, p0, t1, p1, version, seq, sleepers, shut = _PUTS.unpack_from(mm, _PUT_AT)
+            tail, puts = (t1, p1) if version & 1 else (t0, p0)
             at = _DATA_AT + tail % seg.capacity
-            end = at + need
-            if (
+            after = tail + 8 + ((n + 7) & ~7)
+            done = not (
                 shut
-                or end > seg.data_end
-                or tail - head + need > seg.capacity
-                or 0 < seg.maxsize <= size
-                or (block and timeout is not None and timeout < 0)
+                or at + 8 + n > seg.data_end
                 or n > self._max_item
-            ):
-                end = 0
-            else:
+                or (timeout is not None and block and timeout < 0)
+                or (
+                    (after - seg.head_seen > seg.capacity or seg.maxsize)
+                    and not seg.room(tail, puts, after - tail, 1)
+                )
+            )
+            if done:
                 _FRAME.pack_into(mm, at, n, crc)
                 mm[at + 8 : at + 8 + n] = data
-                spare = 1 - selected
-                _STATE.pack_into(
-                    mm, _COPY_AT[spare], head, tail + need, size + 1, unfinished + 1, 0
-                )
-                not_empty, not_full, tasks, sleeping = words[1:5]
-                _CONTROL.pack_into(
-                    mm,
-                    _CONTROL_AT,
-                    spare,
-                    (not_empty + 1) & 0xFFFFFFFF,
-                    not_full,
-                    tasks,
-                    sleeping & ~_NOT_EMPTY,
-                )
+                if version & 1:
+                    t0, p0 = after, puts + 1
+                else:
+                    t1, p1 = after, puts + 1
+                _PUTS.pack_into(mm, _PUT_AT, t0, p0, t1, p1, version + 1, seq + 1, sleepers, 0)
         finally:
-            mutex_unlock(seg.mutex)
-        if not end:
-            self._push(seg, [data], block, timeout)
-        elif sleeping & _NOT_EMPTY:
-            seg.wake(_NOT_EMPTY)
+            mutex_unlock(mutex)
+        if not done:
+            self._push(seg, [data], [crc], block, timeout)
+        elif sleepers:
+            seg.wake(_NOT_EMPTY_AT, 1)
 
     def put_many(
         self, items: Iterable[T], block: bool = True, timeout: float | None = None
     ) -> None:
         seg = self._segment()
-        self._push(seg, [self._dumps(item) for item in items], block, timeout)
+        frames = [self._dumps(item) for item in items]
+        crcs = [zlib.crc32(data) for data in frames] if seg.checksum else [0] * len(frames)
+        self._push(seg, frames, crcs, block, timeout)
 
-    def _push(self, seg: _Segment, frames: list[bytes], block: bool, timeout: float | None) -> None:
+    def _push(
+        self,
+        seg: _Segment,
+        frames: list[bytes],
+        crcs: list[int],
+        block: bool,
+        timeout: float | None,
+    ) -> None:
         need = 0
         for data in frames:
             if len(data) > self._max_item:
@@ -596,29 +745,16 @@ class ShmQueue(QueueBase[T]):
                 f"once in a shm:// queue of capacity={seg.capacity}; split the batch, or open "
                 "the queue with a larger capacity"
             )
-        crcs = [zlib.crc32(data) for data in frames] if seg.checksum else [0] * len(frames)
         count = len(frames)
-        maxsize = seg.maxsize
-        tried = mutex_trylock(seg.mutex)
-        if tried:
-            seg.lock(tried)
+        seg.take(seg.put_mutex)
         try:
-            loaded = seg.load()
-            head, tail, size, unfinished, shut = loaded[5:]
+            words, tail, puts, shut = seg.put_end()
             if shut:
                 raise ShutDown
-            check_batch_fits(count, maxsize)
+            check_batch_fits(count, seg.maxsize)
             end = deadline(block, timeout)
-            while tail - head + need > seg.capacity or 0 < maxsize < size + count:
-                wait = remaining(end)
-                if wait == 0.0:
-                    raise Full
-                seg.sleep(_NOT_FULL, wait)
-                self._segment()
-                loaded = seg.load()
-                head, tail, size, unfinished, shut = loaded[5:]
-                if shut:
-                    raise ShutDown
+            if not seg.room(tail, puts, need, count):
+                words, tail, puts = self._wait_room(seg, need, count, end)
             if not count:
                 return
             mm, cap, data_end, pack_frame = seg.mm, seg.capacity, seg.data_end, _FRAME.pack_into
@@ -631,56 +767,83 @@ class ShmQueue(QueueBase[T]):
                     tail += 8 + ((n + 7) & ~7)
                 else:
                     tail = seg.write(tail, data, crc)
-            wake = seg.commit(loaded, head, tail, size + count, unfinished + count, 0, _NOT_EMPTY)
+            seg.commit_put(words, tail, puts + count, 0)
         finally:
-            mutex_unlock(seg.mutex)
-        if wake:
-            seg.wake(wake)
+            mutex_unlock(seg.put_mutex)
+        if words[6]:
+            seg.wake(_NOT_EMPTY_AT, count)
+
+    def _wait_room(
+        self, seg: _Segment, need: int, count: int, end: float | None
+    ) -> tuple[tuple[int, ...], int, int]:
+        """Holding the put lock: wait, with the get lock too, until ``count`` items of ``need``
+        bytes fit; the put end's words, tail and items put then."""
+        seg.take(seg.get_mutex)
+        try:
+            while True:
+                words, tail, puts, shut = seg.put_end()
+                if shut:
+                    raise ShutDown
+                _, seg.head_seen, seg.gets_seen, _ = seg.get_end()
+                if seg.fits(tail, puts, need, count):
+                    return words, tail, puts
+                wait = remaining(end)
+                if wait == 0.0:
+                    raise Full
+                seg.sleep(_NOT_FULL_AT, wait)
+                self._segment()
+        finally:
+            mutex_unlock(seg.get_mutex)
 
     # --- get ------------------------------------------------------------------------------
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
-        seg = self._segment()
+        seg = self._seg
+        if seg is None:
+            seg = self._segment()
         # The usual case, written out: an item there, not wrapped around.
-        mm = seg.mm
-        tried = mutex_trylock(seg.mutex)
-        if tried:
-            seg.lock(tried)
-        try:
-            words = _ALL.unpack_from(mm, _CONTROL_AT)
-            selected = words[0]
-            head, tail, size, unfinished, shut = words[10:] if selected else words[5:10]
-            at = _DATA_AT + head % seg.capacity
-            n, crc = _FRAME.unpack_from(mm, at)
-            after = head + 8 + ((n + 7) & ~7)
-            if (
-                not size
-                or at + 8 + n > seg.data_end
-                or after > tail
-                or (block and timeout is not None and timeout < 0)
-            ):
-                data = None
-            else:
-                data = mm[at + 8 : at + 8 + n]
-                spare = 1 - selected
-                _STATE.pack_into(mm, _COPY_AT[spare], after, tail, size - 1, unfinished, shut)
-                not_empty, not_full, tasks, sleeping = words[1:5]
-                _CONTROL.pack_into(
-                    mm,
-                    _CONTROL_AT,
-                    spare,
-                    not_empty,
-                    (not_full + 1) & 0xFFFFFFFF,
-                    tasks,
-                    sleeping & ~_NOT_FULL,
+        mm, mutex = seg.mm, seg.get_mutex
+        spin = block
+        while True:
+            tried = mutex_trylock(mutex)
+            if tried:
+                seg.take(mutex, tried)
+            try:
+                h0, g0, d0, h1, g1, d1, version, not_full, tasks, sleepers, joiners = (
+                    _GETS.unpack_from(mm, _GET_AT)
                 )
-        finally:
-            mutex_unlock(seg.mutex)
+                head = h1 if version & 1 else h0
+                limit = seg.tail_seen
+                if (head >= limit and head >= (limit := seg.see_tail())) or (
+                    timeout is not None and block and timeout < 0
+                ):
+                    data = None
+                else:
+                    at = _DATA_AT + head % seg.capacity
+                    n, crc = _FRAME.unpack_from(mm, at)
+                    after = head + 8 + ((n + 7) & ~7)
+                    if at + 8 + n <= seg.data_end and after <= limit:
+                        data = mm[at + 8 : at + 8 + n]
+                    else:
+                        data, crc, after = seg.read(head, limit)
+                    if version & 1:
+                        h0, g0, d0 = after, g1 + 1, d1
+                    else:
+                        h1, g1, d1 = after, g0 + 1, d0
+                    _GETS.pack_into(
+                        mm, _GET_AT, h0, g0, d0, h1, g1, d1, version + 1,
+                        not_full + 1, tasks, sleepers, joiners,
+                    )  # fmt: skip
+            finally:
+                mutex_unlock(mutex)
+            if data is not None or not spin or not seg.spin(head):
+                break
+            spin = False
         if data is None:
-            item: T = self._loads(self._pop(seg, 1, block, timeout)[0])
+            item: T = self._loads(self._wait_pop(seg, 1, block, timeout)[0])
             return item
-        if sleeping & _NOT_FULL:
-            seg.wake(_NOT_FULL)
+        if sleepers:
+            seg.wake(_NOT_FULL_AT)
         if seg.checksum and zlib.crc32(data) != crc:
             raise _corrupt(seg, data)
         item = self._loads(data)
@@ -689,50 +852,60 @@ class ShmQueue(QueueBase[T]):
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
         seg = self._segment()
         check_max_items(max_items)
-        return [self._loads(data) for data in self._pop(seg, max_items, block, timeout)]
+        frames: list[bytes] | None = None
+        seg.take(seg.get_mutex)
+        try:
+            words, head, gets, done = seg.get_end()
+            if (head < seg.tail_seen or head < seg.see_tail()) and not (
+                block and timeout is not None and timeout < 0
+            ):
+                frames, crcs, head = seg.frames(head, seg.tail_seen, max_items)
+                seg.commit_get(words, head, gets + len(frames), done, True, False)
+        finally:
+            mutex_unlock(seg.get_mutex)
+        if frames is None:
+            frames = self._wait_pop(seg, max_items, block, timeout)
+        else:
+            self._got(seg, words, frames, crcs)
+        return [self._loads(data) for data in frames]
 
-    def _pop(
+    def _wait_pop(
         self, seg: _Segment, max_items: int, block: bool, timeout: float | None
     ) -> list[bytes]:
-        tried = mutex_trylock(seg.mutex)
-        if tried:
-            seg.lock(tried)
+        """Up to ``max_items`` frames, once there is one: with both locks, waiting per
+        ``block`` and ``timeout``."""
+        seg.take_both()
         try:
-            loaded = seg.load()
-            head, tail, size, unfinished, shut = loaded[5:]
-            if shut and not size:
+            _, tail, _, shut = seg.put_end()
+            words, head, gets, done = seg.get_end()
+            if shut and head == tail:
                 raise ShutDown
             end = deadline(block, timeout)
-            while not size:
+            while head == tail:
                 wait = remaining(end)
                 if wait == 0.0:
                     raise Empty
-                seg.sleep(_NOT_EMPTY, wait)
+                seg.sleep(_NOT_EMPTY_AT, wait)
                 self._segment()
-                loaded = seg.load()
-                head, tail, size, unfinished, shut = loaded[5:]
-                if shut and not size:
+                _, tail, _, shut = seg.put_end()
+                words, head, gets, done = seg.get_end()
+                if shut and head == tail:
                     raise ShutDown
-            taken = min(max_items, size)
-            frames: list[bytes] = []
-            crcs: list[int] = []
-            mm, cap, data_end, unpack_frame = seg.mm, seg.capacity, seg.data_end, _FRAME.unpack_from
-            for _ in range(taken):
-                at = _DATA_AT + head % cap
-                n, crc = unpack_frame(mm, at)
-                after = head + 8 + ((n + 7) & ~7)
-                if at + 8 + n <= data_end and after <= tail:  # no wrap-around, no damage
-                    frames.append(mm[at + 8 : at + 8 + n])
-                    head = after
-                else:
-                    data, crc, head = seg.read(head, tail)
-                    frames.append(data)
-                crcs.append(crc)
-            wake = seg.commit(loaded, head, tail, size - taken, unfinished, shut, _NOT_FULL)
+            seg.tail_seen = tail
+            frames, crcs, head = seg.frames(head, tail, max_items)
+            seg.commit_get(words, head, gets + len(frames), done, True, False)
         finally:
-            mutex_unlock(seg.mutex)
-        if wake:
-            seg.wake(wake)
+            seg.release_both()
+        return self._got(seg, words, frames, crcs)
+
+    @staticmethod
+    def _got(
+        seg: _Segment, words: tuple[int, ...], frames: list[bytes], crcs: list[int]
+    ) -> list[bytes]:
+        """After a get has let go of its locks: wake the putters waiting for room, check the
+        frames."""
+        if words[9]:
+            seg.wake(_NOT_FULL_AT)
         if seg.checksum:
             for data, crc in zip(frames, crcs, strict=True):
                 if zlib.crc32(data) != crc:
@@ -743,53 +916,54 @@ class ShmQueue(QueueBase[T]):
 
     def qsize(self) -> int:
         seg = self._segment()
-        seg.lock()
+        seg.take_both()
         try:
-            return seg.load()[7]
+            return seg.put_end()[2] - seg.get_end()[2]
         finally:
-            seg.unlock()
+            seg.release_both()
 
     def task_done(self) -> None:
         seg = self._segment()
-        seg.lock()
+        seg.take(seg.get_mutex)
         try:
-            loaded = seg.load()
-            head, tail, size, unfinished, shut = loaded[5:]
-            if unfinished <= 0:
-                raise ValueError("task_done() called more times than there were items put")
-            changed = _TASKS if unfinished == 1 else 0
-            wake = seg.commit(loaded, head, tail, size, unfinished - 1, shut, changed)
+            words, head, gets, done = seg.get_end()
+            # With more than one task left, this one changes nothing anyone waits for.
+            quick = seg.puts_seen() - done > 1
+            if quick:
+                seg.commit_get(words, head, gets, done + 1, False, False)
         finally:
-            seg.unlock()
-        if wake:
-            seg.wake(wake)
+            mutex_unlock(seg.get_mutex)
+        if quick:
+            return
+        seg.take_both()
+        try:
+            puts = seg.put_end()[2]
+            words, head, gets, done = seg.get_end()
+            if puts <= done:
+                raise ValueError("task_done() called more times than there were items put")
+            last = puts - done == 1
+            seg.commit_get(words, head, gets, done + 1, False, last)
+        finally:
+            seg.release_both()
+        if last and words[10]:
+            seg.wake(_TASKS_AT)
 
     def join(self, timeout: float | None = None) -> None:
         seg = self._segment()
-        seg.lock()
+        seg.take_both()
         try:
             end = deadline(True, timeout)
-            while unfinished := seg.load()[8]:
+            while unfinished := seg.put_end()[2] - seg.get_end()[3]:
                 wait = remaining(end)
                 if wait == 0.0:
                     raise JoinTimeout(f"join() timed out with {unfinished} unfinished tasks")
-                seg.sleep(_TASKS, wait)
+                seg.sleep(_TASKS_AT, wait)
                 self._segment()
         finally:
-            seg.unlock()
+            seg.release_both()
 
     def shutdown(self, immediate: bool = False) -> None:
-        seg = self._segment()
-        seg.lock()
-        try:
-            loaded = seg.load()
-            head, tail, size, unfinished, _ = loaded[5:]
-            if immediate:
-                head, unfinished, size = tail, max(0, unfinished - size), 0
-            seg.commit(loaded, head, tail, size, unfinished, 1, _ALL_CONDITIONS)
-        finally:
-            seg.unlock()
-        seg.wake(_ALL_CONDITIONS)
+        self._segment().tell_everyone(shut=True, drain=immediate)
 
     def close(self) -> None:
         seg, self._seg = self._seg, None
@@ -798,12 +972,7 @@ class ShmQueue(QueueBase[T]):
             return
         # Wake this process's own waiters on the handle, so they see it closed. The mapping
         # goes when the last call still using it returns.
-        seg.lock()
-        try:
-            seg.notify(_ALL_CONDITIONS)
-        finally:
-            seg.unlock()
-        seg.wake(_ALL_CONDITIONS)
+        seg.tell_everyone()
         with contextlib.suppress(OSError):
             os.close(seg.fd)
 
@@ -826,19 +995,20 @@ class ShmQueue(QueueBase[T]):
     def info(self) -> dict[str, Any]:
         """Facts for ``queuekit info``."""
         seg = self._segment()
-        seg.lock()
+        seg.take_both()
         try:
-            head, tail, size, unfinished, shut = seg.load()[5:]
+            _, tail, puts, shut = seg.put_end()
+            _, head, gets, done = seg.get_end()
         finally:
-            seg.unlock()
+            seg.release_both()
         return {
             "name": seg.name or "(private)",
             "path": _path(seg.name) if seg.name else "(none: private)",
             "capacity": seg.capacity,
             "bytes_used": tail - head,
             "maxsize": seg.maxsize,
-            "qsize": size,
-            "unfinished": unfinished,
+            "qsize": puts - gets,
+            "unfinished": puts - done,
             "shutdown": bool(shut),
             "checksum": seg.checksum,
             "serializer": self._serializer.name,
