@@ -132,27 +132,34 @@ return n
 GET = (
     _WAKE
     + """
-local n = tonumber(ARGV[1])
-local got
-if n == 1 then
-  local m = redis.call('LINDEX', KEYS[1], -1)
-  got = {m}
-  if not m then got = {} end
-else
-  got = redis.call('LRANGE', KEYS[1], -n, -1)
-end
-if #got > 0 and got[1] == ARGV[2] then table.remove(got, 1) end
-if #got == 0 then
+local function none()
   if redis.call('HGET', KEYS[3], 'shutdown') then return {2} end
   return {1}
 end
+local function woken(n)
+  if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then wake(KEYS[5], n, ARGV[4]) end
+end
+local n = tonumber(ARGV[1])
+if n == 1 then
+  local m = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if m == ARGV[2] then
+    redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')
+    m = false
+  end
+  if not m then return none() end
+  woken(1)
+  return {0, m}
+end
+local got = redis.call('LRANGE', KEYS[1], -n, -1)
+if #got > 0 and got[1] == ARGV[2] then table.remove(got, 1) end
+if #got == 0 then return none() end
 redis.call('LTRIM', KEYS[1], 0, -#got - 1)
 local out = {0}
 for i = #got, 1, -1 do out[#out + 1] = got[i] end
 for i = 2, #out, 1000 do
   redis.call('LPUSH', KEYS[2], unpack(out, i, math.min(i + 999, #out)))
 end
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then wake(KEYS[5], #got, ARGV[4]) end
+woken(#got)
 return out
 """
 )

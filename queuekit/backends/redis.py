@@ -461,6 +461,9 @@ class RedisQueue(QueueBase[T]):
                 self._hold(proc, got)
                 return list(got)
             if status == 2:
+                # Drained, unless a dead consumer's messages are due to come back.
+                if self._recover(now=True):
+                    continue
                 raise ShutDown
             wait = remaining(end)
             if wait == 0.0:
@@ -493,13 +496,13 @@ class RedisQueue(QueueBase[T]):
         with self._lock:
             self._pending.extend(zip(repeat(proc), envelopes))
 
-    def _recover(self, force: bool = False) -> None:
+    def _recover(self, force: bool = False, now: bool = False) -> int:
         """Give back the messages of consumers whose heartbeat lapsed (at most every few
-        seconds), or with ``force`` this handle's own."""
-        now = time.monotonic()
-        if not force and now - self._last_recover < self._recover_every:
-            return
-        self._last_recover = now
+        seconds, unless ``now``), or with ``force`` this handle's own; how many."""
+        started = time.monotonic()
+        if not (force or now) and started - self._last_recover < self._recover_every:
+            return 0
+        self._last_recover = started
         k = self._keys
         if force:
             dead = [self._cid] if self._cid else []
@@ -507,16 +510,18 @@ class RedisQueue(QueueBase[T]):
             members = self._members()
             others = [m for m in members if m != self._cid]
             if not others:
-                return
+                return 0
             pipe = self._client.pipeline(transaction=False)
             for cid in others:
                 pipe.exists(k.heartbeat(cid))
             alive = self._run(pipe.execute)
             dead = [cid for cid, a in zip(others, alive, strict=True) if not a]
+        moved = 0
         for cid in dead:
             keys = [k.queue, k.meta, k.consumers, k.heartbeat(cid), k.proc(cid), k.joiners]
             args = [cid, lua.SENTINEL, "1" if force else "0", self._marker_ms]
-            self._run(partial(self._script, "RECOVER", [*keys, k.joined], args))
+            moved += max(0, self._run(partial(self._script, "RECOVER", [*keys, k.joined], args)))
+        return moved
 
     # --- Tasks, sizes, shutdown -------------------------------------------------------
 
@@ -592,6 +597,8 @@ class RedisQueue(QueueBase[T]):
         if os.getpid() != self._pid:
             return  # a forked copy: the parent's connection and consumer are the parent's
         self._beat_stop.set()
+        if self._beater is not None:
+            self._beater.join(1.0)
         if self._cid is not None:
             # What this handle got and did not acknowledge goes back to the queue now.
             self._retry_window = min(self._retry_window, 1.0)
