@@ -15,6 +15,7 @@ import io
 import json
 import pickle
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ._errors import SerializationError
@@ -24,7 +25,9 @@ __all__ = [
     "PickleSerializer",
     "RawSerializer",
     "Serializer",
+    "dumps_many",
     "get_serializer",
+    "loads_many",
     "register_serializer",
     "serializer_names",
 ]
@@ -32,7 +35,11 @@ __all__ = [
 
 @runtime_checkable
 class Serializer(Protocol):
-    """Turns an item into bytes and back. ``loads(dumps(x))`` must equal ``x``."""
+    """Turns an item into bytes and back. ``loads(dumps(x))`` must equal ``x``.
+
+    A serializer may also define ``dumps_many(items)`` and ``loads_many(payloads)``, lists in
+    and out, for transports that move batches (see :func:`dumps_many`); they are optional.
+    """
 
     name: str
 
@@ -47,6 +54,7 @@ class Serializer(Protocol):
 # so only bytes-like and str items past this size take that path.
 _LARGE = 64 * 1024
 _FLAT = (bytes, bytearray, str)
+_FLAT_TYPES = frozenset(_FLAT)
 
 
 class PickleSerializer:
@@ -74,6 +82,26 @@ class PickleSerializer:
             raise SerializationError(
                 f"cannot unpickle a {len(data)}-byte message: {exc}. The sender may run "
                 "different code, or the message is not a pickle."
+            ) from exc
+
+    # The batch calls save a method call and a type check an item: a third of a small item's
+    # cost in a batch.
+    def dumps_many(self, items: Sequence[Any]) -> list[bytes]:
+        if _FLAT_TYPES.isdisjoint(map(type, items)):
+            dumps, protocol = pickle.dumps, self.protocol
+            try:
+                return [dumps(item, protocol) for item in items]
+            except Exception:
+                pass  # dumps, item by item, names the item that failed
+        return [self.dumps(item) for item in items]
+
+    def loads_many(self, payloads: Sequence[bytes]) -> list[Any]:
+        try:
+            return list(map(pickle.loads, payloads))
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot unpickle one of {len(payloads)} messages got together: {exc}. The "
+                "sender may run different code, or the message is not a pickle."
             ) from exc
 
     def __repr__(self) -> str:
@@ -124,6 +152,24 @@ class RawSerializer:
 
     def __repr__(self) -> str:
         return "RawSerializer()"
+
+
+def dumps_many(serializer: Serializer, items: Sequence[Any]) -> list[bytes]:
+    """``serializer.dumps`` of each item: by its ``dumps_many``, if it has one."""
+    many: Callable[[Sequence[Any]], list[bytes]] | None = getattr(serializer, "dumps_many", None)
+    if many is not None:
+        return many(items)
+    dumps = serializer.dumps
+    return [dumps(item) for item in items]
+
+
+def loads_many(serializer: Serializer, payloads: Sequence[bytes]) -> list[Any]:
+    """``serializer.loads`` of each payload: by its ``loads_many``, if it has one."""
+    many: Callable[[Sequence[bytes]], list[Any]] | None = getattr(serializer, "loads_many", None)
+    if many is not None:
+        return many(payloads)
+    loads = serializer.loads
+    return [loads(data) for data in payloads]
 
 
 _lock = threading.Lock()
