@@ -581,6 +581,26 @@ def test_a_corrupt_stream_is_an_error_not_garbage_or_a_hang(
     q.shutdown(immediate=True)
 
 
+@pytest.mark.parametrize("sizes", ["one size", "mixed sizes"])
+@pytest.mark.parametrize("damage", ["check", "length", "magic"])
+def test_a_damaged_header_inside_a_batch_is_found(
+    sizes: str, damage: str, opened: Callable[..., PipeQueue[bytes]]
+) -> None:
+    """A batch of frames of one size is split in one go; a header in it that is not that size's
+    header is still found, as it is among frames of mixed sizes."""
+    q = opened("pipe://?serializer=raw")
+    items = [bytes([i]) * (8 if sizes == "one size" else 8 + i % 3) for i in range(10)]
+    q.put_many(items)
+    r, w = q._shared.rfd, q._shared.wfd
+    data = bytearray(os.read(r, 1 << 16))
+    at = sum(HEAD + len(item) for item in items[:6])  # the seventh frame's header
+    field = {"magic": 0, "length": 4, "check": 8}[damage]
+    data[at + field] ^= 0x01
+    os.write(w, bytes(data))
+    with pytest.raises(CorruptMessage, match="frame header reads"):
+        within(LONG, lambda: q.get_many(10, timeout=LONG), "get_many() of a damaged batch")
+
+
 # --- Frames stay whole ----------------------------------------------------------------------
 
 TAG = struct.Struct("<III")  # producer, seq, CRC-32 of the rest
@@ -783,3 +803,66 @@ def test_gets_of_any_size_take_frames_in_order_across_writes(
     assert q.qsize() == 0
     assert q.info()["bytes_waiting"] == 0
     assert most > 1024, "never more writes in the pipe than the ring of boundaries holds"
+
+
+# --- Batches through the serializer ---------------------------------------------------------
+
+
+class _Unpicklable:
+    def __reduce__(self) -> Any:
+        raise TypeError("not today")
+
+
+class _Upper:
+    """A serializer without batch calls: put_many and get_many call dumps and loads per item."""
+
+    name = "upper"
+
+    def __init__(self) -> None:
+        self.calls = Counter[str]()
+
+    def dumps(self, item: str) -> bytes:
+        self.calls["dumps"] += 1
+        return item.upper().encode()
+
+    def loads(self, data: bytes) -> str:
+        self.calls["loads"] += 1
+        return data.decode().lower()
+
+
+def test_batches_use_a_serializer_with_or_without_batch_calls(
+    opened: Callable[..., PipeQueue[Any]],
+) -> None:
+    upper = _Upper()
+    q = opened("pipe://", serializer=upper)
+    q.put_many(iter(["ab", "cd", "ef"]))  # any iterable
+    assert q.get_many(5, timeout=LONG) == ["ab", "cd", "ef"]
+    assert upper.calls == {"dumps": 3, "loads": 3}
+
+    p = opened("pipe://")
+    big = b"b" * (200 * 1024)  # pickled apart from the small ones (see PickleSerializer)
+    items: list[Any] = [("job", 1), big, "text", ("job", 2)]
+    p.put_many(items)
+    assert p.get_many(10, timeout=LONG) == items
+
+
+def test_a_batch_that_cannot_be_pickled_names_the_item_and_puts_nothing(
+    opened: Callable[..., PipeQueue[Any]],
+) -> None:
+    q = opened("pipe://")
+    with pytest.raises(SerializationError, match=r"cannot pickle '_Unpicklable'.*not today"):
+        q.put_many([1, 2, _Unpicklable(), 4])
+    assert q.qsize() == 0
+    assert q.info()["bytes_waiting"] == 0
+
+
+def test_a_batch_that_cannot_be_unpickled_is_a_serialization_error(
+    opened: Callable[..., PipeQueue[Any]],
+) -> None:
+    q = opened("pipe://")
+    raw = opened("pipe://?serializer=raw")
+    # Frames written by a raw handle of the same pipe are not pickles.
+    raw._shared = q._shared
+    raw.put_many([pickle.dumps(1), b"not a pickle", pickle.dumps(3)])
+    with pytest.raises(SerializationError, match="cannot unpickle one of 3"):
+        q.get_many(3, timeout=LONG)

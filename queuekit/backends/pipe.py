@@ -81,7 +81,7 @@ from .._procstate import (
     SharedStateHandle,
 )
 from .._protocol import Capabilities
-from .._serializers import Serializer, get_serializer
+from .._serializers import Serializer, dumps_many, get_serializer, loads_many
 from .._urls import Param, QueueURL, as_size, bind_params
 
 __all__ = ["DEFAULT_CAPACITY", "PipeFull", "PipeQueue", "frame_budget"]
@@ -201,6 +201,31 @@ def _corrupt(what: str) -> CorruptMessage:
     )
 
 
+class _Headers(dict[int, bytes]):
+    """Frame headers by payload length, each packed once: a batch looks them up in C."""
+
+    def __missing__(self, length: int) -> bytes:
+        if len(self) >= 4096:
+            self.clear()
+        head = self[length] = _HEADER.pack(_TAG, length, length ^ _CHECK)
+        return head
+
+
+_HEADERS = _Headers()
+
+
+class _Frames(dict[int, struct.Struct]):
+    """The layout of a frame by payload length: header and payload, as two byte strings."""
+
+    def __missing__(self, length: int) -> struct.Struct:
+        if len(self) >= 256:
+            self.clear()
+        layout = self[length] = struct.Struct(f"<{_HEAD}s{length}s")
+        return layout
+
+
+_FRAMES = _Frames()
+
 _Head = tuple[int, int, int]
 """A frame header as read: (tag, payload length, check)."""
 
@@ -219,8 +244,16 @@ def _check(head: _Head, left: int) -> int:
 def _split(data: bytes, head: _Head | None, k: int) -> list[bytes]:
     """The payloads of the ``k`` frames that make up ``data`` exactly (the first one's header
     already read, if ``head`` is given)."""
-    payloads: list[bytes] = []
     offset, end = 0, len(data)
+    if head is None and k > 1 and not end % k:
+        # Frames of one size (items of one shape) are split and checked in C: every header
+        # must be the one for that size.
+        length = end // k - _HEAD
+        if length >= 0:
+            heads, bodies = zip(*_FRAMES[length].iter_unpack(data), strict=True)
+            if heads.count(_HEADERS[length]) == k:
+                return list(bodies)
+    payloads: list[bytes] = []
     if head is not None:
         length = _check(head, end)
         payloads.append(data[:length])
@@ -644,7 +677,7 @@ class PipeQueue(SharedStateHandle[T]):
         size = _HEAD + len(data)
         if size > self._shared.budget:
             raise self._too_large(len(data))
-        head = _HEADER.pack(_TAG, len(data), len(data) ^ _CHECK)
+        head = _HEADERS[len(data)]
         # Small frames are joined (a cheap copy); large ones go as two buffers of one writev.
         self._shared.send(
             head + data if size < _JOIN_BELOW else [head, data], 1, size, block, timeout
@@ -654,23 +687,23 @@ class PipeQueue(SharedStateHandle[T]):
         self, items: Iterable[T], block: bool = True, timeout: float | None = None
     ) -> None:
         self._check_open()
-        parts: list[bytes] = []
-        dumps, pack, append, limit = self._serializer.dumps, _HEADER.pack, parts.append, self._limit
-        for item in items:
-            data = dumps(item)
-            size = len(data)
-            if size > limit:
-                raise self._too_large(size)
-            append(pack(_TAG, size, size ^ _CHECK))
-            append(data)
+        payloads = dumps_many(self._serializer, list(items))
+        lengths = list(map(len, payloads))
+        longest = max(lengths, default=0)
+        if longest > self._limit:
+            raise self._too_large(longest)
+        n = len(payloads)
+        parts = [b""] * (2 * n)
+        parts[::2] = map(_HEADERS.__getitem__, lengths)
+        parts[1::2] = payloads
         frames = b"".join(parts)
         if len(frames) > self._shared.capacity:
             raise MessageTooLarge(
-                f"a batch of {len(parts) // 2} items takes {len(frames)} bytes, more than a pipe "
-                f"of capacity={self._shared.capacity} holds at once; split it into smaller "
+                f"a batch of {n} items takes {len(frames)} bytes, more than a pipe of "
+                f"capacity={self._shared.capacity} holds at once; split it into smaller "
                 "put_many calls, or raise capacity="
             )
-        self._shared.send(frames, len(parts) // 2, len(frames), block, timeout)
+        self._shared.send(frames, n, len(frames), block, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         self._check_open()
@@ -680,8 +713,7 @@ class PipeQueue(SharedStateHandle[T]):
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
         self._check_open()
         check_max_items(max_items)
-        loads = self._serializer.loads
-        return [loads(data) for data in self._shared.receive(max_items, block, timeout)]
+        return loads_many(self._serializer, self._shared.receive(max_items, block, timeout))
 
     def shutdown(self, immediate: bool = False) -> None:
         # Discarded frames stay in the pipe, never read: after an immediate shutdown no get
