@@ -48,7 +48,8 @@ import re
 import secrets
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from multiprocessing.context import get_spawning_popen
 from multiprocessing.reduction import DupFd
 from typing import Any, ClassVar, TypeVar
@@ -130,6 +131,7 @@ _SLEEPERS = struct.Struct("<I")
 _DATA_AT = 4096
 _FRAME = struct.Struct("<II")  # payload length, CRC-32 of the payload (0 without checksums)
 _MAX_FRAME = 0xFFFFFFFF
+_PADS = [bytes(-k & 7) for k in range(8)]  # the zeros after a payload, by its length's last bits
 _MASK32 = 0xFFFFFFFF
 
 
@@ -395,19 +397,22 @@ class _Segment:
 
     def write(self, pos: int, payload: bytes, crc: int) -> int:
         """Write a frame at byte position ``pos``; the position after it."""
-        mm, cap = self.mm, self.capacity
-        at = pos % cap
-        _FRAME.pack_into(mm, _DATA_AT + at, len(payload), crc)
-        start = _DATA_AT + (at + 8) % cap
-        end = start + len(payload)
-        if end <= self.data_end:
-            mm[start:end] = payload
-        else:
-            first = self.data_end - start
-            view = memoryview(payload)
-            mm[start : self.data_end] = view[:first]
-            mm[_DATA_AT : _DATA_AT + len(payload) - first] = view[first:]
+        _FRAME.pack_into(self.mm, _DATA_AT + pos % self.capacity, len(payload), crc)
+        self.write_span(pos + 8, payload)
         return pos + 8 + _pad(len(payload))
+
+    def write_span(self, pos: int, data: bytes) -> int:
+        """Write ``data`` at byte position ``pos``, going on at the start of the ring where it
+        reaches the end; the position after it."""
+        mm, at = self.mm, _DATA_AT + pos % self.capacity
+        first = self.data_end - at
+        if len(data) <= first:
+            mm[at : at + len(data)] = data
+        else:
+            view = memoryview(data)
+            mm[at : self.data_end] = view[:first]
+            mm[_DATA_AT : _DATA_AT + len(data) - first] = view[first:]
+        return pos + len(data)
 
     def read(self, pos: int, limit: int) -> tuple[bytes, int, int]:
         """The frame at ``pos`` (payload, CRC, position after it); the frame must end by
@@ -435,19 +440,20 @@ class _Segment:
         mm, cap, data_end, unpack_frame = self.mm, self.capacity, self.data_end, _FRAME.unpack_from
         frames: list[bytes] = []
         crcs: list[int] = []
-        while len(frames) < max_items:
+        add_frame, add_crc = frames.append, crcs.append
+        for _ in range(max_items):
             if pos >= limit and pos >= (limit := self.see_tail()):
                 break
             at = _DATA_AT + pos % cap
             n, crc = unpack_frame(mm, at)
             after = pos + 8 + ((n + 7) & ~7)
             if at + 8 + n <= data_end and after <= limit:  # no wrap-around, no damage
-                frames.append(mm[at + 8 : at + 8 + n])
+                add_frame(mm[at + 8 : at + 8 + n])
                 pos = after
             else:
                 data, crc, pos = self.read(pos, limit)
-                frames.append(data)
-            crcs.append(crc)
+                add_frame(data)
+            add_crc(crc)
         return frames, crcs, pos
 
 
@@ -553,6 +559,13 @@ class ShmQueue(QueueBase[T]):
         self._serializer = get_serializer(serializer)
         self._dumps = self._serializer.dumps
         self._loads = self._serializer.loads
+        # A serializer's own batch calls, where it has them, save a call an item.
+        self._dumps_many: Callable[[Sequence[Any]], list[bytes]] = getattr(
+            self._serializer, "dumps_many", self._dumps_each
+        )
+        self._loads_many: Callable[[Sequence[bytes]], list[Any]] = getattr(
+            self._serializer, "loads_many", self._loads_each
+        )
         self._seg: _Segment | None = None
         if capacity is not None:
             capacity = _capacity(capacity)
@@ -571,6 +584,12 @@ class ShmQueue(QueueBase[T]):
             self._seg = self._open(name, create, wanted)
         seg = self._seg
         self._max_item = min(seg.capacity - 8, _MAX_FRAME)
+
+    def _dumps_each(self, items: Sequence[Any]) -> list[bytes]:
+        return [self._dumps(item) for item in items]
+
+    def _loads_each(self, payloads: Sequence[bytes]) -> list[Any]:
+        return [self._loads(data) for data in payloads]
 
     @staticmethod
     def _open(name: str, create: str, wanted: dict[str, Any]) -> _Segment:
@@ -718,34 +737,46 @@ class ShmQueue(QueueBase[T]):
         self, items: Iterable[T], block: bool = True, timeout: float | None = None
     ) -> None:
         seg = self._segment()
-        frames = [self._dumps(item) for item in items]
-        crcs = [zlib.crc32(data) for data in frames] if seg.checksum else [0] * len(frames)
+        frames = self._dumps_many(items if isinstance(items, (list, tuple)) else list(items))
+        crcs = [zlib.crc32(data) for data in frames] if seg.checksum else None
         self._push(seg, frames, crcs, block, timeout)
 
     def _push(
         self,
         seg: _Segment,
         frames: list[bytes],
-        crcs: list[int],
+        crcs: list[int] | None,
         block: bool,
         timeout: float | None,
     ) -> None:
-        need = 0
-        for data in frames:
-            if len(data) > self._max_item:
-                raise MessageTooLarge(
-                    f"an item of {len(data)} bytes serialized can never fit a shm:// queue of "
-                    f"capacity={seg.capacity} (at most {self._max_item} bytes per item); "
-                    "open the queue with a larger capacity"
-                )
-            need += 8 + _pad(len(data))
+        count = len(frames)
+        largest = max(map(len, frames), default=0)
+        if largest > self._max_item:
+            raise MessageTooLarge(
+                f"an item of {largest} bytes serialized can never fit a shm:// queue of "
+                f"capacity={seg.capacity} (at most {self._max_item} bytes per item); "
+                "open the queue with a larger capacity"
+            )
+        if count == 1:
+            need = 8 + _pad(largest)
+            span = b""
+        else:
+            # The frames laid out here, outside the lock, to be copied into the ring at once.
+            header, pads = _FRAME.pack, _PADS
+            span = b"".join(
+                [
+                    part
+                    for data, crc in zip(frames, crcs or repeat(0, count), strict=True)
+                    for part in (header(len(data), crc), data, pads[len(data) & 7])
+                ]
+            )
+            need = len(span)
         if need > seg.capacity:
             raise MessageTooLarge(
-                f"a batch of {len(frames)} items, {need} bytes in the ring, can never fit at "
+                f"a batch of {count} items, {need} bytes in the ring, can never fit at "
                 f"once in a shm:// queue of capacity={seg.capacity}; split the batch, or open "
                 "the queue with a larger capacity"
             )
-        count = len(frames)
         seg.take(seg.put_mutex)
         try:
             words, tail, puts, shut = seg.put_end()
@@ -757,16 +788,10 @@ class ShmQueue(QueueBase[T]):
                 words, tail, puts = self._wait_room(seg, need, count, end)
             if not count:
                 return
-            mm, cap, data_end, pack_frame = seg.mm, seg.capacity, seg.data_end, _FRAME.pack_into
-            for data, crc in zip(frames, crcs, strict=True):
-                n = len(data)
-                at = _DATA_AT + tail % cap
-                if at + 8 + n <= data_end:  # the usual case, written out: no wrap-around
-                    pack_frame(mm, at, n, crc)
-                    mm[at + 8 : at + 8 + n] = data
-                    tail += 8 + ((n + 7) & ~7)
-                else:
-                    tail = seg.write(tail, data, crc)
+            if count == 1:
+                tail = seg.write(tail, frames[0], crcs[0] if crcs else 0)
+            else:
+                tail = seg.write_span(tail, span)
             seg.commit_put(words, tail, puts + count, 0)
         finally:
             mutex_unlock(seg.put_mutex)
@@ -867,7 +892,8 @@ class ShmQueue(QueueBase[T]):
             frames = self._wait_pop(seg, max_items, block, timeout)
         else:
             self._got(seg, words, frames, crcs)
-        return [self._loads(data) for data in frames]
+        items: list[T] = self._loads_many(frames)
+        return items
 
     def _wait_pop(
         self, seg: _Segment, max_items: int, block: bool, timeout: float | None
