@@ -46,6 +46,7 @@ def test_json_has_the_machine_the_command_and_a_row_per_scenario_and_target(
     for key in ("CPU", "cores", "Python", "OS", "date", "command", "rounds", "took"):
         assert report["machine"][key], key
     assert report["machine"]["command"] == "queuekit bench --tiny --json memory:// shm://"
+    assert report["sizes"]["repeat"] == 1
     rows = report["results"]
     expected_targets = {
         "multiprocessing.Queue",

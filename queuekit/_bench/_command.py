@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     repeat = sizes.repeat if args.repeat is None else args.repeat
     if repeat < 1 or args.watchdog <= 0:
         raise UsageError("--repeat must be at least 1, and --watchdog more than 0 seconds")
+    sizes = dataclasses.replace(sizes, repeat=repeat)  # as run, for the JSON
     for path in (args.markdown, args.plot):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise UsageError(f"{path}: no such directory; create it first")

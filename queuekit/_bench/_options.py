@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "latency, depth, pipeline, or one of them by its full name (see --list)",
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="smaller sizes (about 20 s)")
+    size.add_argument("--quick", action="store_true", help="smaller sizes (about half a minute)")
     size.add_argument("--tiny", action="store_true", help="tiny sizes, one round: a smoke test")
     parser.add_argument("--repeat", type=int, metavar="N", help="rounds (default 3; --tiny 1)")
     parser.add_argument(
