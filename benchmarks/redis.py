@@ -11,8 +11,8 @@ medians over rounds, and each ratio is the median of the rounds' own ratios.
 * put+get: ``q.put(x); q.get()`` against ``LPUSH`` + ``BRPOP``;
 * acknowledged get: ``q.get(); q.task_done()`` against ``BLMOVE`` + ``LREM`` (items queued
   before the clock starts, the same way on both sides);
-* batches of 100: ``put_many`` against one variadic ``LPUSH``, ``get_many(100)`` against
-  ``LPOP key 100`` (items per second).
+* batches of 10 and of 100: ``put_many`` against one variadic ``LPUSH``, ``get_many(n)``
+  against ``LPOP key n`` (items per second).
 """
 
 from __future__ import annotations
@@ -124,41 +124,50 @@ def scenarios(url: str, ops: int) -> dict[str, tuple[Callable[[], float], Callab
             q.get()
             q.task_done()
 
-    def raw_put_many() -> None:
-        for _ in range(batches):
-            r.lpush(key, *[ITEM] * BATCH)
-
-    def qk_put_many() -> None:
-        for _ in range(batches):
-            q.put_many([ITEM] * BATCH)
-
-    def raw_get_many() -> None:
-        for _ in range(batches):
-            r.lpop(key, BATCH)
-
-    def qk_get_many() -> None:
-        for _ in range(batches):
-            q.get_many(BATCH)
-
     def qk_drain() -> None:
         for _ in range(ops):
             q.task_done()
 
-    def measure_qk_get_many() -> float:
-        took = timed(qk_fill, qk_get_many)
-        qk_drain()
-        return took
+    def batch_cases(size: int) -> dict[str, tuple[Callable[[], float], Callable[[], float]]]:
+        count = ops // size
+        batch = [ITEM] * size
 
-    def measure_qk_put_many() -> float:
-        took = timed(none, qk_put_many)
-        q.get_many(ops)
-        qk_drain()
-        return took
+        def raw_put_many() -> None:
+            for _ in range(count):
+                r.lpush(key, *batch)
 
-    def measure_raw_put_many() -> float:
-        took = timed(lambda: r.delete(key), raw_put_many)
-        r.delete(key)
-        return took
+        def qk_put_many() -> None:
+            for _ in range(count):
+                q.put_many(batch)
+
+        def raw_get_many() -> None:
+            for _ in range(count):
+                r.lpop(key, size)
+
+        def qk_get_many() -> None:
+            for _ in range(count):
+                q.get_many(size)
+
+        def measure_raw_put_many() -> float:
+            took = timed(lambda: r.delete(key), raw_put_many)
+            r.delete(key)
+            return took
+
+        def measure_qk_put_many() -> float:
+            took = timed(none, qk_put_many)
+            q.get_many(ops)
+            qk_drain()
+            return took
+
+        def measure_qk_get_many() -> float:
+            took = timed(qk_fill, qk_get_many)
+            qk_drain()
+            return took
+
+        return {
+            f"put_many({size})": (measure_raw_put_many, measure_qk_put_many),
+            f"get_many({size})": (lambda: timed(raw_fill, raw_get_many), measure_qk_get_many),
+        }
 
     # q.task_done() runs inside the timed put+get loop: leaving tasks unfinished would let the
     # counter grow across rounds, and a put+get user who never calls it is rare. It costs one
@@ -177,16 +186,15 @@ def scenarios(url: str, ops: int) -> dict[str, tuple[Callable[[], float], Callab
         "put+get+task_done": (lambda: timed(none, raw_put_get), lambda: timed(none, qk_put_get)),
         "put+get": (lambda: timed(none, raw_put_get), measure_qk_put_get_no_ack),
         "get+task_done": (lambda: timed(raw_fill, raw_ack), lambda: timed(qk_fill, qk_ack)),
-        "put_many(100)": (measure_raw_put_many, measure_qk_put_many),
-        "get_many(100)": (lambda: timed(raw_fill, raw_get_many), measure_qk_get_many),
+        **batch_cases(10),
+        **batch_cases(BATCH),
     }  # fmt: skip
 
 
 TARGETS = {
     "put+get": ("cost", 1.25),
     "get+task_done": ("cost", 1.25),
-    "put_many(100)": ("throughput", 0.5),
-    "get_many(100)": ("throughput", 0.5),
+    **{f"{op}({n})": ("throughput", 0.5) for op in ("put_many", "get_many") for n in (10, BATCH)},
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 
 __all__ = ["MAGIC", "SENTINEL", "Keys", "check_key", "sha1"]
 
@@ -40,50 +39,28 @@ def check_key(key: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
 class Keys:
-    key: str
+    """The names of queue ``key``'s keys, made once (they are on every call's path)."""
 
-    @property
-    def queue(self) -> str:
-        return "{" + self.key + "}"
-
-    def _k(self, suffix: str) -> str:
-        return "{" + self.key + "}:" + suffix
-
-    @property
-    def meta(self) -> str:
-        """Hash: maxsize, unfinished, shutdown (absent, 1 graceful, 2 immediate)."""
-        return self._k("meta")
-
-    @property
-    def consumers(self) -> str:
-        return self._k("consumers")
+    def __init__(self, key: str) -> None:
+        tag = "{" + key + "}"
+        self.key = key
+        self.queue = tag
+        self.meta = tag + ":meta"  # hash: maxsize, unfinished, shutdown (1 graceful, 2 immediate)
+        self.consumers = tag + ":consumers"
+        self.room = tag + ":wake:room"
+        self.joined = tag + ":wake:join"
+        self.putters = tag + ":waiting:put"
+        self.joiners = tag + ":waiting:join"
 
     def proc(self, consumer: str) -> str:
-        return self._k("proc:" + consumer)
+        return self.queue + ":proc:" + consumer
 
     def heartbeat(self, consumer: str) -> str:
-        return self._k("hb:" + consumer)
+        return self.queue + ":hb:" + consumer
 
     def seq(self, producer: str) -> str:
-        return self._k("seq:" + producer)
-
-    @property
-    def room(self) -> str:
-        return self._k("wake:room")
-
-    @property
-    def joined(self) -> str:
-        return self._k("wake:join")
-
-    @property
-    def putters(self) -> str:
-        return self._k("waiting:put")
-
-    @property
-    def joiners(self) -> str:
-        return self._k("waiting:join")
+        return self.queue + ":seq:" + producer
 
 
 # Wake-up tokens: a bounded list that expires, so tokens nobody took do not pile up.

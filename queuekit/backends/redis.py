@@ -238,6 +238,7 @@ class RedisQueue(QueueBase[T]):
         self._lock = threading.Lock()
         self._pending: deque[tuple[str, bytes]] = deque()
         self._cid: str | None = None
+        self._proc: str | None = None
         self._beat_stop = threading.Event()
         self._beater: threading.Thread | None = None
         self._id_prefix = lua.MAGIC + os.urandom(8)
@@ -382,7 +383,11 @@ class RedisQueue(QueueBase[T]):
     # --- get ------------------------------------------------------------------------
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
-        return self._decode(self._take(1, block, timeout)[0])[0]
+        (envelope,) = self._take(1, block, timeout)
+        if envelope[:3] != lua.MAGIC:
+            self._decode(envelope)  # raises CorruptMessage
+        item: T = self._serializer.loads(envelope[lua.HEADER :])
+        return item
 
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
         check_max_items(max_items)
@@ -422,6 +427,7 @@ class RedisQueue(QueueBase[T]):
                 pipe.sadd(k.consumers, cid)
                 self._run(pipe.execute)
                 self._cid = cid
+                self._proc = k.proc(cid)
                 if self._beater is None:
                     self._beater = threading.Thread(
                         target=self._beat, name="queuekit-redis-heartbeat", daemon=True
@@ -441,7 +447,7 @@ class RedisQueue(QueueBase[T]):
         # A move whose reply was lost may have put a message in our list that we do not know
         # of: a new consumer id lets the old one lapse, and its messages come back.
         with self._lock:
-            self._cid = None
+            self._cid = self._proc = None
 
     def _take(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:
         self._ready()
@@ -451,15 +457,14 @@ class RedisQueue(QueueBase[T]):
         bounded = "1" if self._maxsize > 0 else "0"
         self._recover()
         while True:
-            proc = self._consumer()
+            proc = self._proc or self._consumer()
             keys = [k.queue, proc, k.meta, k.putters, k.room]
             args = [max_items, lua.SENTINEL, bounded, self._marker_ms]
-            status, *got = self._run(
-                partial(self._script, "GET", keys, args), lost=self._give_up_consumer
-            )
+            got = self._run(partial(self._script, "GET", keys, args), lost=self._give_up_consumer)
+            status = got.pop(0)
             if status == 0:
                 self._hold(proc, got)
-                return list(got)
+                return got  # type: ignore[no-any-return]
             if status == 2:
                 # Drained, unless a dead consumer's messages are due to come back.
                 if self._recover(now=True):
