@@ -74,7 +74,9 @@ def _command_line(argv: Sequence[str]) -> str:
     """The command as typed, with ``***`` for any URL's password (``--opt=URL`` too)."""
     shown = []
     for word in argv:
-        option, equals, value = word.rpartition("=") if word.startswith("-") else ("", "", word)
+        option, equals, value = word.partition("=") if word.startswith("-") else ("", "", word)
+        if not equals:
+            option, value = "", word
         if "://" in value:
             with contextlib.suppress(InvalidURL):
                 value = parse_url(value).redacted()
@@ -136,24 +138,40 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise UsageError(str(exc)) from None
     _share_resource_tracker()  # before the first queue is opened, by _targets_for
     targets, notes = _targets_for(args)
-    cells = [Cell(s, t) for s in chosen for t in targets if s.applies_to(t)]
-    if args.list:
-        for s in chosen:
-            print(f"{s.name:12} {s.title}")
-        for t in targets:
-            print(f"{t.family:10} {t.name}{' (baseline)' if t.baseline else ''}")
-        return 0
-
-    facts = _report.machine()
-    facts["command"] = _command_line(argv)
-    facts["rounds"] = f"{repeat}, interleaved; sizes {preset}; start method fork"
-    start = time.monotonic()
     try:
-        run_rounds(cells, repeat, args.watchdog, _Progress())
+        return _run(
+            args,
+            argv,
+            [Cell(s, t) for s in chosen for t in targets if s.applies_to(t)],
+            notes,
+            sizes,
+            preset,
+        )
     finally:
         for t in targets:
             if t.cleanup:
                 t.cleanup()
+
+
+def _run(
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    cells: list[Cell],
+    notes: list[str],
+    sizes: _scenarios.Sizes,
+    preset: str,
+) -> int:
+    if args.list:
+        for name, title in dict.fromkeys((c.scenario.name, c.scenario.title) for c in cells):
+            print(f"{name:12} {title}")
+        for target in dict.fromkeys(c.target for c in cells):
+            print(f"{target.family:10} {target.name}{' (baseline)' if target.baseline else ''}")
+        return 0
+    facts = _report.machine()
+    facts["command"] = _command_line(argv)
+    facts["rounds"] = f"{sizes.repeat}, interleaved; sizes {preset}; start method fork"
+    start = time.monotonic()
+    run_rounds(cells, sizes.repeat, args.watchdog, _Progress())
     facts["took"] = f"{time.monotonic() - start:.0f} s"
     found = _report.rows(cells)
     if args.json:
@@ -167,11 +185,14 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.plot:
         try:
             _report.plot(found, args.plot)
-            where = os.path.dirname(os.path.abspath(args.markdown or "."))
-            plotted = os.path.relpath(os.path.abspath(args.plot), where)
+            plotted = args.plot
         except ImportError:
             print(f"queuekit bench: --plot needs matplotlib: {PLOT_HINT}", file=sys.stderr)
     if args.markdown:
+        if plotted:  # the image's path as seen from the Markdown file
+            plotted = os.path.relpath(
+                os.path.abspath(plotted), os.path.dirname(os.path.abspath(args.markdown))
+            )
         with open(args.markdown, "w") as out:
             out.write(_report.markdown(found, facts, notes, plotted))
     return 1 if any(r.status == "error" for r in found) else 0
