@@ -168,7 +168,7 @@ def test_redis_without_a_server_is_left_out_with_a_note_that_hides_the_password(
         "--tiny",
         "--json",
         "--scenario=single",
-        f"--redis-url=redis://app:{PASSWORD}@127.0.0.1:9/0",
+        f"--redis-url=redis://app:{PASSWORD}@127.0.0.1:9/0?key=b",
         "memory://",
         timeout=120,
     )
@@ -176,7 +176,7 @@ def test_redis_without_a_server_is_left_out_with_a_note_that_hides_the_password(
     report = json.loads(result.stdout)
     assert {r["family"] for r in report["results"]} == {"threads"}
     assert any(note.startswith("redis: not measured:") for note in report["notes"])
-    assert "--redis-url=redis://app:***@127.0.0.1:9/0" in report["machine"]["command"]
+    assert "--redis-url=redis://app:***@127.0.0.1:9/0?key=b" in report["machine"]["command"]
     assert PASSWORD not in result.stdout + result.stderr
 
 
