@@ -104,40 +104,25 @@ return n
 """
 
 # KEYS: queue, proc, meta, putters, room. ARGV: max items, sentinel, bounded (0/1), ttl ms.
-# Returns {status, messages front first...}: status 0 got, 1 empty, 2 shut down and drained.
-# The sentinel, when there, is at the back (the left end), behind every message.
+# Returns the messages taken, front first; or 1 (empty), or 2 (shut down and drained). The
+# sentinel, when there, is at the back, behind every message: a pop that takes it puts it back.
 GET = (
     _WAKE
     + """
-local function none()
-  if redis.call('HGET', KEYS[3], 'shutdown') then return {2} end
-  return {1}
+local got = redis.call('RPOP', KEYS[1], ARGV[1])
+if got and got[#got] == ARGV[2] then
+  redis.call('LPUSH', KEYS[1], ARGV[2])
+  got[#got] = nil
 end
-local function woken(n)
-  if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then wake(KEYS[5], n, ARGV[4]) end
+if not got or #got == 0 then
+  if redis.call('HGET', KEYS[3], 'shutdown') then return 2 end
+  return 1
 end
-local n = tonumber(ARGV[1])
-if n == 1 then
-  local m = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if m == ARGV[2] then
-    redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT')
-    m = false
-  end
-  if not m then return none() end
-  woken(1)
-  return {0, m}
+for i = 1, #got, 1000 do
+  redis.call('LPUSH', KEYS[2], unpack(got, i, math.min(i + 999, #got)))
 end
-local got = redis.call('LRANGE', KEYS[1], -n, -1)
-if #got > 0 and got[1] == ARGV[2] then table.remove(got, 1) end
-if #got == 0 then return none() end
-redis.call('LTRIM', KEYS[1], 0, -#got - 1)
-local out = {0}
-for i = #got, 1, -1 do out[#out + 1] = got[i] end
-for i = 2, #out, 1000 do
-  redis.call('LPUSH', KEYS[2], unpack(out, i, math.min(i + 999, #out)))
-end
-woken(#got)
-return out
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then wake(KEYS[5], #got, ARGV[4]) end
+return got
 """
 )
 

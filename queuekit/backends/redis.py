@@ -461,11 +461,10 @@ class RedisQueue(QueueBase[T]):
             keys = [k.queue, proc, k.meta, k.putters, k.room]
             args = [max_items, lua.SENTINEL, bounded, self._marker_ms]
             got = self._run(partial(self._script, "GET", keys, args), lost=self._give_up_consumer)
-            status = got.pop(0)
-            if status == 0:
+            if isinstance(got, list):
                 self._hold(proc, got)
-                return got  # type: ignore[no-any-return]
-            if status == 2:
+                return got
+            if got == 2:
                 # Drained, unless a dead consumer's messages are due to come back.
                 if self._recover(now=True):
                     continue
@@ -485,8 +484,8 @@ class RedisQueue(QueueBase[T]):
             self._hold(proc, [moved])
             if max_items > 1:
                 args[0] = max_items - 1
-                status, *more = self._run(partial(self._script, "GET", keys, args))
-                if status == 0:
+                more = self._run(partial(self._script, "GET", keys, args))
+                if isinstance(more, list):
                     self._hold(proc, more)
                     return [moved, *more]
             elif self._maxsize > 0:
