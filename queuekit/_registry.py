@@ -39,11 +39,11 @@ _BUILTIN: dict[str, str] = {
     "mp": "queuekit.backends.mp:MPQueue.from_url",
     "pipe": "queuekit.backends.pipe:PipeQueue.from_url",
     "redis": "queuekit.backends.redis:RedisQueue.from_url",
-    "redis+unix": "queuekit.backends.redis:RedisQueue.from_url",
     "rediss": "queuekit.backends.redis:RedisQueue.from_url",
     "shm": "queuekit.backends.shm:ShmQueue.from_url",
+    "unix": "queuekit.backends.redis:RedisQueue.from_url",
 }
-_EXTRAS: dict[str, str] = {"redis": "redis", "rediss": "redis", "redis+unix": "redis"}
+_EXTRAS: dict[str, str] = {"redis": "redis", "rediss": "redis", "unix": "redis"}
 
 _lock = threading.Lock()
 _registered: dict[str, Opener] = {}

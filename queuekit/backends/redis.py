@@ -1,7 +1,7 @@
 """``redis://``: a queue in a Redis list, shared by processes on any number of hosts.
 
 URLs: ``redis://[USER:PASSWORD@]HOST[:PORT][/DB]?key=jobs``, ``rediss://`` for TLS (the
-server's certificate is checked by default), and ``redis+unix://[USER:PASSWORD@]/PATH?db=N``
+server's certificate is checked by default), and ``unix://[USER:PASSWORD@]/PATH?db=N``
 for a Unix socket. Without ``key`` every open makes a new private key ``queuekit-<hex>`` (its
 handles reach other processes by pickling); ``key=NAME`` opens the queue called NAME from
 anywhere. ``maxsize`` belongs to the queue: the first open sets it, later ones take it, and
@@ -158,11 +158,11 @@ def _connection(url: QueueURL, values: dict[str, Any]) -> dict[str, Any]:
     """redis.Redis keyword arguments for ``url``; InvalidURL for what cannot be used."""
     kw: dict[str, Any] = {"username": url.username, "password": url.password}
     db = values["db"]
-    if url.scheme == "redis+unix":
+    if url.scheme == "unix":
         if url.location or not url.path:
             raise InvalidURL(
                 f"{url}: write the socket's path after three slashes, as "
-                "redis+unix:///run/redis.sock?db=0&key=jobs"
+                "unix:///run/redis.sock?db=0&key=jobs"
             )
         kw["unix_socket_path"] = url.path
     else:
@@ -200,8 +200,8 @@ class RedisQueue(QueueBase[T]):
 
     def __init__(self, url: str | QueueURL = "redis://localhost:6379/0", **options: Any) -> None:
         parsed = _parse_url(url)
-        if parsed.scheme not in ("redis", "rediss", "redis+unix"):
-            raise InvalidURL(f"{parsed}: RedisQueue opens redis://, rediss:// or redis+unix://")
+        if parsed.scheme not in ("redis", "rediss", "unix"):
+            raise InvalidURL(f"{parsed}: RedisQueue opens redis://, rediss:// or unix://")
         values = bind_params(parsed, self.PARAMS, options)
         key = values["key"] or f"queuekit-{secrets.token_hex(8)}"
         problem = lua.check_key(key)
