@@ -202,6 +202,8 @@ class ProcessSharedState:
         microseconds, and a sleep costs both processes a futex round trip and a wake-up.
         """
         try_lock = self.lock.acquire
+        if try_lock(False):
+            return
         for _ in range(SPINS):
             if try_lock(False):
                 return

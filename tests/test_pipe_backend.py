@@ -36,6 +36,7 @@ from queuekit import (
     QueueClosed,
     SerializationError,
 )
+from queuekit.backends.pipe import _RING as RING
 from queuekit.backends.pipe import (
     HOLD_STALE,
     MAX_SIZE_FILE,
@@ -780,14 +781,14 @@ def test_gets_of_any_size_take_frames_in_order_across_writes(
     got: list[bytes] = []
     rounds = most = 0
     while len(put) < 3000:
-        writes, many = 0, rng.choice([5, 200, 1500])
+        writes, many = 0, rng.choice([5, 200, RING + 500])
         while writes < many and q.info()["bytes_waiting"] < 300_000:
-            if many < 1500 and rng.random() < 0.5:
+            if many <= RING and rng.random() < 0.5:
                 batch = [item(len(put) + k, k == 3) for k in range(rng.randint(1, 40))]
                 q.put_many(batch, block=False)
                 put += batch
             else:
-                put.append(item(len(put), many < 1500 and rng.random() < 0.1))
+                put.append(item(len(put), many <= RING and rng.random() < 0.1))
                 q.put(put[-1], block=False)
             writes += 1
         while len(got) < len(put) - rng.choice([0, 0, 7, 300]):
@@ -802,7 +803,7 @@ def test_gets_of_any_size_take_frames_in_order_across_writes(
     assert got == put
     assert q.qsize() == 0
     assert q.info()["bytes_waiting"] == 0
-    assert most > 1024, "never more writes in the pipe than the ring of boundaries holds"
+    assert most > RING, "never more writes in the pipe than the ring of boundaries holds"
 
 
 # --- Batches through the serializer ---------------------------------------------------------

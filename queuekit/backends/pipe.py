@@ -121,15 +121,16 @@ _HOLD, _HOLDER, _HOLD_SINCE, _HOLD_SEEN = (FIRST_FREE + i for i in range(4, 8))
 # The header of the front frame, when a get has read it already (its tag + 1; 0: not read).
 _NEXT_TAG, _NEXT_LENGTH, _NEXT_CHECK = (FIRST_FREE + i for i in range(8, 11))
 # Where the writes in the pipe begin and end, so that a get that claims whole writes reads
-# them in one call: a ring of (frames, bytes) pairs, one a write (a put or a put_many) in the
-# order written, from the pair at _FRONT on, _WRITES of them; the front pair counts what is
-# left of its write (a header read ahead still counts). When the ring is full, a write is
-# added to the newest pair: gets then read those frames one by one, as they must when they
-# claim part of a write.
+# them in one call: a ring of slots, one a write (a put or a put_many) in the order written,
+# from the slot at _FRONT on, _WRITES of them, each its frames * _PER_WRITE + its bytes; the
+# front slot counts what is left of its write (a header read ahead still counts). When the
+# ring is full, a write is added to the newest slot: gets then read those frames one by one,
+# as they must when they claim part of a write.
 _FRONT, _WRITES = FIRST_FREE + 11, FIRST_FREE + 12
 _RING_AT = FIRST_FREE + 13
-_RING = 1024
-_SLOTS = 13 + 2 * _RING
+_RING = 2048
+_PER_WRITE = 1 << 32  # more than the bytes a pipe holds
+_SLOTS = 13 + _RING
 
 HOLD_STALE = 3.0
 """Seconds after which a hold whose owner stopped checking (a killed putter) is void."""
@@ -415,16 +416,28 @@ class _Pipe(ProcessSharedState):
         self, frames: bytes | list[bytes], n: int, nbytes: int, block: bool, timeout: float | None
     ) -> None:
         """Write ``n`` items' frames, ``nbytes`` in all, once they fit, and count them in."""
+        s = self.slots
         self.acquire()
         try:
-            s = self.slots
-            if s[_CORRUPT]:
-                raise _corrupt("found by an earlier get")
-            try:
-                self.wait_for_room(n, nbytes, block, timeout)
-            except BaseException:
-                self.release_hold()
-                raise
+            # The usual case, room now and nobody waiting for it first, is told apart from the
+            # rest with the fewest looks at the shared state; the rest (and a timeout, to be
+            # checked) take the full rules.
+            if (
+                timeout is not None
+                or s[_BYTES] + nbytes > self.budget
+                or s[_HOLD]
+                or s[_TORN]
+                or s[SHUTDOWN]
+                or s[_CORRUPT]
+                or 0 < self.maxsize < s[COUNT] + n
+            ):
+                if s[_CORRUPT]:
+                    raise _corrupt("found by an earlier get")
+                try:
+                    self.wait_for_room(n, nbytes, block, timeout)
+                except BaseException:
+                    self.release_hold()
+                    raise
             if nbytes and not self._write(frames, nbytes):
                 return
             s[_BYTES] += nbytes
@@ -432,12 +445,10 @@ class _Pipe(ProcessSharedState):
             if n:  # noted in the ring
                 writes = s[_WRITES]
                 if writes < _RING:
-                    at = _RING_AT + 2 * ((s[_FRONT] + writes) % _RING)
-                    s[at], s[at + 1], s[_WRITES] = n, nbytes, writes + 1
+                    s[_RING_AT + (s[_FRONT] + writes) % _RING] = n * _PER_WRITE + nbytes
+                    s[_WRITES] = writes + 1
                 else:
-                    at = _RING_AT + 2 * ((s[_FRONT] + writes - 1) % _RING)
-                    s[at] += n
-                    s[at + 1] += nbytes
+                    s[_RING_AT + (s[_FRONT] + writes - 1) % _RING] += n * _PER_WRITE + nbytes
         finally:
             self.lock.release()
 
@@ -534,18 +545,16 @@ class _Pipe(ProcessSharedState):
         """
         s = self.slots
         front, writes, ahead = s[_FRONT], s[_WRITES], s[_NEXT_TAG]
-        at = _RING_AT + 2 * front
-        if s[at] == k and not ahead and (k > 1 or s[at + 1] <= _ONE_READ):
+        n, nbytes = divmod(s[_RING_AT + front], _PER_WRITE)
+        if n == k and not ahead and (k > 1 or nbytes <= _ONE_READ):
             # The claim is the front write, as a get that takes what a put wrote finds it.
-            nbytes = s[at + 1]
             s[_BYTES] -= nbytes
             s[_FRONT], s[_WRITES] = (front + 1) % _RING, writes - 1
             data = self._read_exactly(nbytes)
             if k > 1:
                 return [(data, None, k)]
-            tag, length, check = _HEADER.unpack_from(data)
-            if tag != _TAG or check != length ^ _CHECK or length != nbytes - _HEAD:
-                _check((tag, length, check), nbytes - _HEAD)  # raises
+            if data[:_HEAD] != _HEADERS[nbytes - _HEAD]:
+                length = _check(_HEADER.unpack_from(data), nbytes - _HEAD)  # raises, or:
                 raise _corrupt(f"a frame of {length} bytes was counted as {nbytes - _HEAD}")
             return [data[_HEAD:]]
         left = s[_BYTES]
@@ -554,8 +563,7 @@ class _Pipe(ProcessSharedState):
         while k:
             count = total = 0
             while writes:
-                at = _RING_AT + 2 * front
-                n, nbytes = s[at], s[at + 1]
+                n, nbytes = divmod(s[_RING_AT + front], _PER_WRITE)
                 if n > k - count or (n == 1 and nbytes > _ONE_READ and not count):
                     break
                 count += n
@@ -570,8 +578,7 @@ class _Pipe(ProcessSharedState):
                 continue
             if not writes:
                 raise _corrupt(f"{k} claimed frames are not among the writes counted")
-            at = _RING_AT + 2 * front
-            n, nbytes = s[at], s[at + 1]
+            n, nbytes = divmod(s[_RING_AT + front], _PER_WRITE)
             take = min(k, n)
             for _ in range(take):
                 if head is None:
@@ -589,7 +596,7 @@ class _Pipe(ProcessSharedState):
                     head = None
                     left -= length
             if take < n:
-                s[at], s[at + 1] = n - take, nbytes
+                s[_RING_AT + front] = (n - take) * _PER_WRITE + nbytes
             else:
                 front, writes = (front + 1) % _RING, writes - 1
             k -= take
