@@ -491,6 +491,80 @@ def test_sigkill_at_random_moments(checksum: bool) -> None:
         )
 
 
+def _exchange(q: ShmQueue[Any], count: int) -> None:
+    """Put ``count`` numbered byte strings, in batches and one by one, of varied sizes."""
+    rng = random.Random(count)
+    i = 0
+    while i < count:
+        batch = [bytes([i % 256]) * rng.randrange(0, 300) for i in range(i, min(count, i + 3))]
+        if len(batch) == 1:
+            q.put(batch[0], timeout=LONG)
+        else:
+            q.put_many(batch, timeout=LONG)
+        i += len(batch)
+
+
+def test_each_end_without_reading_the_other_unlocked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where one end's state cannot be read without its lock (all but x86), every look at the
+    other end takes both locks: the same items come out, across a small ring and a child."""
+    monkeypatch.setattr(shm(), "_ORDERED", False)
+    count = 400
+    with queuekit.open("shm://?capacity=1KiB&serializer=raw") as q:
+        with child(_exchange, q, count):
+            rng = random.Random(1)
+            got: list[bytes] = []
+            while len(got) < count:
+                if rng.random() < 0.5:
+                    got.append(q.get(timeout=LONG))
+                else:
+                    got += q.get_many(rng.randrange(1, 5), timeout=LONG)
+        expected = [bytes([i % 256]) * len(item) for i, item in enumerate(got)]
+        assert got == expected
+        assert len({len(item) for item in got}) > 10, "the sizes did not vary"
+        assert q.qsize() == 0
+
+
+def _get_one(q: ShmQueue[Any], conn: Connection) -> None:
+    try:
+        conn.send(q.get(timeout=LONG))
+    except Empty:
+        conn.send("timed out")
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_every_sleeping_getter_is_woken(monkeypatch: pytest.MonkeyPatch, batch: bool) -> None:
+    """A put wakes one sleeping getter an item, not all: with three asleep, three items (one
+    by one, or in one batch) wake all three. The getters are made to sleep far longer than
+    ``LONG`` between their own looks, so a wake-up lost would show as a late item."""
+    monkeypatch.setattr(shm(), "SLICE", 10 * LONG)
+    with queuekit.open("shm://") as q:
+        seg = q._seg  # type: ignore[attr-defined]
+        sleepers_at = shm()._SLEEPERS_AT[shm()._NOT_EMPTY_AT]
+        ends = [FORK.Pipe(duplex=False) for _ in range(3)]
+        children = [FORK.Process(target=_get_one, args=(q, theirs)) for _, theirs in ends]
+        for p in children:
+            p.start()
+        try:
+            end = time.monotonic() + LONG
+            while int.from_bytes(seg.mm[sleepers_at : sleepers_at + 4], "little") < 3:
+                assert time.monotonic() < end, "the getters did not all go to sleep"
+                time.sleep(0.01)
+            if batch:
+                q.put_many(["a", "b", "c"])
+            else:
+                for item in "abc":
+                    q.put(item)
+            # A getter not woken would return only when its timeout (LONG) ran out.
+            got = sorted(ours.recv() for ours, _ in ends if ours.poll(LONG / 2))
+            assert got == ["a", "b", "c"]
+        finally:
+            for p in children:
+                p.join(LONG)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+
+
 # --- Waiting ---------------------------------------------------------------------------------
 
 

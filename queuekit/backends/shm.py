@@ -33,7 +33,9 @@ What a killed process can lose: the items of a put it was inside (all or none of
 none are visible before they all are), and the items it had got, in a get that was returning
 or held for processing. Items it got but had not marked with ``task_done()`` stay unfinished,
 so ``join()`` without a timeout would wait for them forever. A wake-up it was about to send
-when killed is made up by the waiters themselves within half a second.
+when killed is made up by the waiters themselves within half a second. One killed while asleep
+in a call stays in the count of sleepers: each later change at the other end then makes one
+wake-up system call more than it needs (slower, never wrong).
 """
 
 from __future__ import annotations
@@ -343,10 +345,11 @@ class _Segment:
 
     # Waiting -------------------------------------------------------------------------------
 
-    def spin(self, head: int) -> bool:
+    def spin(self, head: int, block: bool, timeout: float | None) -> bool:
         """Whether the tail passes ``head`` within a short watch (without the put lock, where
-        that is safe): cheaper than sleeping and being woken, when items come steadily."""
-        if _ORDERED:
+        that is safe), for a get that may wait: cheaper than sleeping and being woken, when
+        items come steadily."""
+        if _ORDERED and block and (timeout is None or timeout > 0):
             for _ in range(SPINS):
                 if self.see_tail() > head:
                     return True
@@ -828,7 +831,7 @@ class ShmQueue(QueueBase[T]):
             seg = self._segment()
         # The usual case, written out: an item there, not wrapped around.
         mm, mutex = seg.mm, seg.get_mutex
-        spin = block
+        spin = True
         while True:
             tried = mutex_trylock(mutex)
             if tried:
@@ -861,7 +864,7 @@ class ShmQueue(QueueBase[T]):
                     )  # fmt: skip
             finally:
                 mutex_unlock(mutex)
-            if data is not None or not spin or not seg.spin(head):
+            if data is not None or not spin or not seg.spin(head, block, timeout):
                 break
             spin = False
         if data is None:
@@ -878,16 +881,21 @@ class ShmQueue(QueueBase[T]):
         seg = self._segment()
         check_max_items(max_items)
         frames: list[bytes] | None = None
-        seg.take(seg.get_mutex)
-        try:
-            words, head, gets, done = seg.get_end()
-            if (head < seg.tail_seen or head < seg.see_tail()) and not (
-                block and timeout is not None and timeout < 0
-            ):
-                frames, crcs, head = seg.frames(head, seg.tail_seen, max_items)
-                seg.commit_get(words, head, gets + len(frames), done, True, False)
-        finally:
-            mutex_unlock(seg.get_mutex)
+        spin = True
+        while True:
+            seg.take(seg.get_mutex)
+            try:
+                words, head, gets, done = seg.get_end()
+                if (head < seg.tail_seen or head < seg.see_tail()) and not (
+                    block and timeout is not None and timeout < 0
+                ):
+                    frames, crcs, head = seg.frames(head, seg.tail_seen, max_items)
+                    seg.commit_get(words, head, gets + len(frames), done, True, False)
+            finally:
+                mutex_unlock(seg.get_mutex)
+            if frames is not None or not spin or not seg.spin(head, block, timeout):
+                break
+            spin = False
         if frames is None:
             frames = self._wait_pop(seg, max_items, block, timeout)
         else:
