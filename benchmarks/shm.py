@@ -289,12 +289,18 @@ def run(cases: list[Case], repeat: int) -> dict[tuple[str, str], list[float]]:
 
 
 def table(cases: list[Case], results: dict[tuple[str, str], list[float]]) -> list[list[str]]:
-    rows = [["scenario", "backend", "median", "unit", "x mp.Queue", "min", "max"]]
+    """``x mp.Queue`` divides medians; ``paired`` is the median, over rounds, of each run
+    divided by the baseline's run of the same scenario in the same round, which bursts of
+    load on a shared machine sway less."""
+    header = ["scenario", "backend", "median", "unit", "x mp.Queue", "paired", "min", "max"]
+    rows = [header]
     for case in cases:
-        base = statistics.median(results[case.scenario, throughput.BASELINE.name])
+        base_values = results[case.scenario, throughput.BASELINE.name]
+        base = statistics.median(base_values)
         for backend in case.backends:
             values = results[case.scenario, backend.name]
             median = statistics.median(values)
+            paired = statistics.median(a / b for a, b in zip(values, base_values, strict=True))
             rows.append(
                 [
                     case.scenario,
@@ -302,6 +308,7 @@ def table(cases: list[Case], results: dict[tuple[str, str], list[float]]) -> lis
                     f"{median:,.0f}",
                     case.unit,
                     f"{median / base:.2f}x",
+                    f"{paired:.2f}x",
                     f"{min(values):,.0f}",
                     f"{max(values):,.0f}",
                 ]
@@ -340,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda b: measure_large(b, 1000 // scale) / MiB,
         ),
     ]
+    load_before = os.getloadavg()[0]
     results = run(cases, args.repeat)
     cells = table(cases, results)
     print(throughput.format_text(cells))
@@ -361,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.markdown:
         facts = throughput.machine()
+        # Other work on the machine moves every figure: say how busy it was.
+        facts["load average (1 min)"] = f"{load_before:.1f} at the start, "
+        facts["load average (1 min)"] += f"{os.getloadavg()[0]:.1f} at the end"
         with open(args.markdown, "w") as out:
             out.write(throughput.format_markdown(cells) + "\n\n```\n")
             out.write("\n".join(lines).strip() + "\n```\n\n")
