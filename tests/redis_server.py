@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -26,9 +27,15 @@ def free_port() -> int:
         return port
 
 
-def _answers(port: int) -> bool:
+def _answers(port: int, tls: bool = False) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw:
+            s = raw
+            if tls:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                s = context.wrap_socket(raw)
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith(b"+PONG")
     except OSError:
@@ -38,7 +45,7 @@ def _answers(port: int) -> bool:
 class RedisServer:
     """One redis-server process; ``kill()`` and ``start()`` again keep its port and files."""
 
-    def __init__(self, *extra: str, port: int | None = None) -> None:
+    def __init__(self, *extra: str, port: int | None = None, tls: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             unavailable(f"redis-server is not on PATH (install it, or set {ENV_URL})")
@@ -47,6 +54,7 @@ class RedisServer:
         self.port = port or free_port()
         self.socket = os.path.join(self.dir, "redis.sock")
         self.extra = extra
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,7 +69,7 @@ class RedisServer:
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         end = time.monotonic() + 10
-        while not _answers(self.port):
+        while not _answers(self.port, self.tls):
             if self.process.poll() is not None or time.monotonic() > end:
                 self.kill()
                 unavailable(f"redis-server did not start on port {self.port}")
@@ -82,3 +90,29 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"the Redis tests need a server in CI: {reason}", pytrace=False)
     pytest.skip(f"no Redis server: {reason}")
+
+
+def make_certificates(directory: str) -> dict[str, str]:
+    """A throwaway CA and a server certificate for localhost and 127.0.0.1, made by openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not on PATH: no certificates for the TLS tests")
+    paths = {name: os.path.join(directory, name) for name in ("ca.pem", "server.pem", "server.key")}
+    ca_key, csr = os.path.join(directory, "ca.key"), os.path.join(directory, "server.csr")
+    ext = os.path.join(directory, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    quiet = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key,
+         "-out", paths["ca.pem"], "-days", "2", "-subj", "/CN=queuekit test CA"], **quiet,
+    )  # fmt: skip
+    subprocess.run(
+        [openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", paths["server.key"],
+         "-out", csr, "-subj", "/CN=localhost"], **quiet,
+    )  # fmt: skip
+    subprocess.run(
+        [openssl, "x509", "-req", "-in", csr, "-CA", paths["ca.pem"], "-CAkey", ca_key,
+         "-CAcreateserial", "-out", paths["server.pem"], "-days", "2", "-extfile", ext], **quiet,
+    )  # fmt: skip
+    return paths

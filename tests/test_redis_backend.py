@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer, free_port, make_certificates
 
 import queuekit
 from queuekit import BackendUnavailable, Empty, InvalidURL
@@ -158,6 +158,44 @@ def test_password_never_shown(redis_url: str, key: str, capsys: pytest.CaptureFi
         assert SECRET not in str(info.value)
     finally:
         admin.acl_deluser(user)
+
+
+@pytest.fixture(scope="module")
+def tls_server(
+    redis_server: RedisServer | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RedisServer, dict[str, str]]]:
+    if redis_server is None:
+        pytest.skip("needs a redis-server of its own, with TLS")
+    certs = make_certificates(str(tmp_path_factory.mktemp("tls")))
+    port = free_port()
+    server = RedisServer(
+        "--appendonly", "no", "--port", "0", "--tls-port", str(port),
+        "--tls-cert-file", certs["server.pem"], "--tls-key-file", certs["server.key"],
+        "--tls-ca-cert-file", certs["ca.pem"], "--tls-auth-clients", "no",
+        port=port, tls=True,
+    )  # fmt: skip
+    server.start()
+    yield server, certs
+    server.close()
+
+
+def test_rediss_checks_the_certificate(
+    tls_server: tuple[RedisServer, dict[str, str]], key: str
+) -> None:
+    server, certs = tls_server
+    base = f"rediss://localhost:{server.port}/0?key={key}"
+    with queuekit.open(f"{base}&ssl_ca_certs={certs['ca.pem']}") as q:
+        q.put("over TLS")
+        assert q.get(timeout=LONG) == "over TLS"
+        q.task_done()  # or close() would give it back
+    # The test CA is in no system store: refused, in bounded time, saying why.
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="certificate"):
+        queuekit.open(f"{base}&retry_window=0.5")
+    assert time.monotonic() - start < 10
+    with queuekit.open(f"{base}&ssl_cert_reqs=none") as q:
+        q.put("unchecked")
+        assert q.get(timeout=LONG) == "unchecked"
 
 
 # --- Delivery, redelivery, batches -------------------------------------------------------
