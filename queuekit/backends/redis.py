@@ -43,6 +43,7 @@ import secrets
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -222,7 +223,11 @@ class RedisQueue(QueueBase[T]):
         self._marker_ms = int(3000 * self._slice) + 1000
         self._seq_ms = int(max(60.0, 4 * self._retry_window) * 1000)
         self._fresh_process()
-        self._maxsize, self._durable = self._attach(values["maxsize"])
+        try:
+            self._maxsize, self._durable = self._attach(values["maxsize"])
+        except BaseException:
+            self._client.close()
+            raise
         self._options["maxsize"] = self._maxsize
 
     @classmethod
@@ -430,18 +435,13 @@ class RedisQueue(QueueBase[T]):
                 self._proc = k.proc(cid)
                 if self._beater is None:
                     self._beater = threading.Thread(
-                        target=self._beat, name="queuekit-redis-heartbeat", daemon=True
+                        target=_beat,
+                        args=(weakref.ref(self), self._beat_stop, self._visibility),
+                        name="queuekit-redis-heartbeat",
+                        daemon=True,
                     )
                     self._beater.start()
             return self._keys.proc(self._cid)
-
-    def _beat(self) -> None:
-        client, stop, ttl = self._client, self._beat_stop, int(self._visibility * 1000)
-        while not stop.wait(self._visibility / 3):
-            cid = self._cid
-            if cid is not None:
-                with contextlib.suppress(redis.RedisError):
-                    client.set(self._keys.heartbeat(cid), 1, px=ttl)
 
     def _give_up_consumer(self) -> None:
         # A move whose reply was lost may have put a message in our list that we do not know
@@ -638,6 +638,20 @@ class RedisQueue(QueueBase[T]):
             "durable": self._durable,
             "serializer": self._serializer.name,
         }
+
+
+def _beat(handle: weakref.ref[RedisQueue[Any]], stop: threading.Event, ttl: float) -> None:
+    """Keep the handle's consumer alive; by a weak reference, so that a handle nobody closed
+    can still be collected (its heartbeat then lapses and its messages come back)."""
+    while not stop.wait(ttl / 3):
+        q = handle()
+        if q is None:
+            return
+        cid = q._cid
+        if cid is not None:
+            with contextlib.suppress(redis.RedisError):
+                q._client.set(q._keys.heartbeat(cid), 1, px=int(ttl * 1000))
+        del q
 
 
 def _reopen(url: QueueURL, options: dict[str, Any]) -> RedisQueue[Any]:
