@@ -301,6 +301,24 @@ def test_checksum_catches_bytes_changed_in_the_ring() -> None:
         assert q.get_nowait() != b"unchecked", "without checksums the change goes unseen"
 
 
+@pytest.mark.parametrize("many", [False, True])
+def test_damaged_frame_length_is_caught(many: bool) -> None:
+    """A frame header whose length runs past the last frame written is an error, never a read
+    of whatever bytes follow."""
+    with queuekit.open("shm://?serializer=raw") as q:
+        q.put_many([b"first", b"second"])
+        second = shm()._DATA_AT + 16  # the second frame's header: its length, then its CRC
+        seg = q._seg  # type: ignore[attr-defined]
+        seg.mm[second : second + 4] = (1000).to_bytes(4, "little")
+        if many:
+            with pytest.raises(queuekit.CorruptMessage, match="damaged"):
+                q.get_many(5)
+        else:
+            assert q.get_nowait() == b"first"
+            with pytest.raises(queuekit.CorruptMessage, match="damaged"):
+                q.get_nowait()
+
+
 # --- Surviving death ---------------------------------------------------------------------------
 
 

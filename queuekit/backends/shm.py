@@ -444,19 +444,30 @@ class _Segment:
         frames: list[bytes] = []
         crcs: list[int] = []
         add_frame, add_crc = frames.append, crcs.append
-        for _ in range(max_items):
+        left = max_items
+        while left:
             if pos >= limit and pos >= (limit := self.see_tail()):
                 break
-            at = _DATA_AT + pos % cap
-            n, crc = unpack_frame(mm, at)
-            after = pos + 8 + ((n + 7) & ~7)
-            if at + 8 + n <= data_end and after <= limit:  # no wrap-around, no damage
+            # The usual case, written out: whole frames up to the tail or the ring's end.
+            start = at = _DATA_AT + pos % cap
+            stop = min(data_end, at + limit - pos)
+            while at < stop:
+                n, crc = unpack_frame(mm, at)
+                after = at + 8 + ((n + 7) & ~7)
+                if after > stop:
+                    break
                 add_frame(mm[at + 8 : at + 8 + n])
-                pos = after
-            else:
+                add_crc(crc)
+                at = after
+                left -= 1
+                if not left:
+                    break
+            pos += at - start
+            if left and at < stop:  # a frame that wraps around the end (or a damaged one)
                 data, crc, pos = self.read(pos, limit)
                 add_frame(data)
-            add_crc(crc)
+                add_crc(crc)
+                left -= 1
         return frames, crcs, pos
 
 
