@@ -9,21 +9,36 @@ unpicklable items in tests before moving to ``mp://``).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 from collections import deque
 from collections.abc import Iterable
+from itertools import repeat, starmap
 from typing import Any, ClassVar, TypeVar
 
 from .._base import QueueBase, check_batch_fits, check_max_items, deadline, remaining
 from .._errors import Empty, Full, InvalidURL, JoinTimeout, QueueClosed, ShutDown
 from .._protocol import Capabilities
-from .._serializers import Serializer
+from .._serializers import Serializer, dumps_many, loads_many
 from .._urls import Param, QueueURL, as_int, as_serializer, bind_params
 
 __all__ = ["MemoryQueue"]
 
 T = TypeVar("T")
+
+# Forks seen by this process. A handle remembers the count it was opened at, so every call can
+# tell a child's inherited copy from the original without a getpid() system call.
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if sys.platform != "win32":
+    os.register_at_fork(after_in_child=_count_fork)
 
 
 def _optional_serializer(value: object) -> Serializer | None:
@@ -33,10 +48,16 @@ def _optional_serializer(value: object) -> Serializer | None:
 
 
 class _State:
-    """One queue, shared by every handle that names it."""
+    """One queue, shared by every handle that names it.
+
+    The three Conditions share ``mutex``. Callers count themselves in ``getters``, ``putters``
+    (``wide_putters`` for those needing room for more than one item) and ``joiners`` while they
+    wait, so a call that nobody waits for never pays for a notify.
+    """
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
+        self.bound = maxsize if maxsize > 0 else sys.maxsize
         self.items: deque[Any] = deque()
         self.mutex = threading.Lock()
         self.not_empty = threading.Condition(self.mutex)
@@ -44,13 +65,61 @@ class _State:
         self.all_tasks_done = threading.Condition(self.mutex)
         self.unfinished = 0
         self.is_shutdown = False
+        self.getters = 0
+        self.putters = 0
+        self.wide_putters = 0
+        self.joiners = 0
 
-    def room(self) -> int:
-        return self.maxsize - len(self.items) if self.maxsize > 0 else 1 << 62
+    def wait_for_room(self, need: int, block: bool, timeout: float | None) -> None:
+        """With ``mutex`` held: return once ``need`` more items fit, or raise."""
+        end = deadline(block, timeout)
+        while self.bound - len(self.items) < need:
+            wait = remaining(end)
+            if wait == 0.0:
+                raise Full
+            self.putters += 1
+            self.wide_putters += need > 1
+            try:
+                self.not_full.wait(wait)
+            finally:
+                self.putters -= 1
+                self.wide_putters -= need > 1
+            if self.is_shutdown:
+                raise ShutDown
+
+    def wait_for_items(self, block: bool, timeout: float | None) -> None:
+        """With ``mutex`` held: return once there is an item to take, or raise."""
+        if self.is_shutdown and not self.items:
+            raise ShutDown
+        end = deadline(block, timeout)
+        while not self.items:
+            wait = remaining(end)
+            if wait == 0.0:
+                raise Empty
+            self.getters += 1
+            try:
+                self.not_empty.wait(wait)
+            finally:
+                self.getters -= 1
+            if self.is_shutdown and not self.items:
+                raise ShutDown
+
+    def made_room(self, freed: int) -> None:
+        """With ``mutex`` held, after taking ``freed`` items while putters wait."""
+        if self.wide_putters:
+            # Every putter re-checks: a batch that still does not fit must not absorb the
+            # wake-up a single put could have used.
+            self.not_full.notify_all()
+        else:
+            self.not_full.notify(freed)
 
 
 _named: weakref.WeakValueDictionary[str, _State] = weakref.WeakValueDictionary()
 _named_lock = threading.Lock()
+
+# What put and get inline for speed; a subclass overriding any of them gets put and get built
+# on these methods instead, so its change applies to every call.
+_HOOKS = ("_check_open", "_encode", "_decode", "_put_encoded", "_get_encoded")
 
 
 class MemoryQueue(QueueBase[T]):
@@ -63,6 +132,11 @@ class MemoryQueue(QueueBase[T]):
             "none (hand over references), pickle, json, raw or an object with dumps/loads",
         ),
     ]
+    _plain: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._plain = all(getattr(cls, hook) is getattr(MemoryQueue, hook) for hook in _HOOKS)
 
     def __init__(
         self, name: str = "", *, maxsize: int = 0, serializer: Serializer | str | None = None
@@ -70,7 +144,8 @@ class MemoryQueue(QueueBase[T]):
         self._name = name
         self._maxsize = maxsize
         self._serializer = _optional_serializer(serializer)
-        self._pid = os.getpid()
+        self._closed = False
+        self._born = _forks
         if not name:
             self._state = _State(maxsize)
             return
@@ -102,8 +177,8 @@ class MemoryQueue(QueueBase[T]):
         )
 
     def _check_open(self) -> None:
-        super()._check_open()
-        if os.getpid() != self._pid:
+        if self._closed or self._born != _forks:
+            super()._check_open()
             raise QueueClosed(
                 "a memory:// queue was used in a process other than the one that opened it; "
                 "it does not cross processes: use mp://, pipe:// or shm://"
@@ -123,63 +198,86 @@ class MemoryQueue(QueueBase[T]):
     def _decode(self, data: Any) -> Any:
         return data if self._serializer is None else self._serializer.loads(data)
 
+    # put and get are _put_encoded and _get_encoded for one item, written out: the method
+    # calls, list and checks they save are most of what a single call costs.
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        self._check_open()
-        self._put_encoded([self._encode(item)], block, timeout)
+        if self._closed or self._born != _forks or not self._plain:
+            self._check_open()
+            self._put_encoded([self._encode(item)], block, timeout)
+            return
+        data: Any = item if self._serializer is None else self._serializer.dumps(item)
+        s = self._state
+        with s.mutex:
+            if s.is_shutdown:
+                raise ShutDown
+            if timeout is not None or len(s.items) >= s.bound:
+                s.wait_for_room(1, block, timeout)
+            s.items.append(data)
+            s.unfinished += 1
+            if s.getters:
+                s.not_empty.notify()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        if self._closed or self._born != _forks or not self._plain:
+            self._check_open()
+            item: T = self._decode(self._get_encoded(1, block, timeout)[0])
+            return item
+        s = self._state
+        with s.mutex:
+            if timeout is not None or not s.items:
+                s.wait_for_items(block, timeout)
+            data = s.items.popleft()
+            if s.putters:
+                s.made_room(1)
+        item = data if self._serializer is None else self._serializer.loads(data)
+        return item
 
     def put_many(
         self, items: Iterable[T], block: bool = True, timeout: float | None = None
     ) -> None:
         self._check_open()
-        self._put_encoded([self._encode(item) for item in items], block, timeout)
+        if not self._plain:
+            encoded = [self._encode(item) for item in items]
+        elif self._serializer is None:
+            encoded = list(items)
+        else:
+            encoded = dumps_many(self._serializer, list(items))
+        self._put_encoded(encoded, block, timeout)
 
     def _put_encoded(self, encoded: list[Any], block: bool, timeout: float | None) -> None:
-        self._check_open()
         s = self._state
-        with s.not_full:
+        with s.mutex:
             if s.is_shutdown:
                 raise ShutDown
             check_batch_fits(len(encoded), s.maxsize)
-            end = deadline(block, timeout)
-            while s.room() < len(encoded):
-                wait = remaining(end)
-                if wait == 0.0:
-                    raise Full
-                s.not_full.wait(wait)
-                if s.is_shutdown:
-                    raise ShutDown
+            if timeout is not None or s.bound - len(s.items) < len(encoded):
+                s.wait_for_room(len(encoded), block, timeout)
             s.items.extend(encoded)
             s.unfinished += len(encoded)
-            if encoded:
+            if s.getters and encoded:
                 s.not_empty.notify(len(encoded))
-
-    def get(self, block: bool = True, timeout: float | None = None) -> T:
-        data: T = self._decode(self._get_encoded(1, block, timeout)[0])
-        return data
 
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
         self._check_open()
         check_max_items(max_items)
-        return [self._decode(data) for data in self._get_encoded(max_items, block, timeout)]
+        taken = self._get_encoded(max_items, block, timeout)
+        if not self._plain:
+            return [self._decode(data) for data in taken]
+        return taken if self._serializer is None else loads_many(self._serializer, taken)
 
     def _get_encoded(self, max_items: int, block: bool, timeout: float | None) -> list[Any]:
-        self._check_open()
         s = self._state
-        with s.not_empty:
-            if s.is_shutdown and not s.items:
-                raise ShutDown
-            end = deadline(block, timeout)
-            while not s.items:
-                wait = remaining(end)
-                if wait == 0.0:
-                    raise Empty
-                s.not_empty.wait(wait)
-                if s.is_shutdown and not s.items:
-                    raise ShutDown
-            taken = [s.items.popleft() for _ in range(min(max_items, len(s.items)))]
-            # Every waiting putter re-checks: a batch that still does not fit must not absorb
-            # the wake-up a single put could have used.
-            s.not_full.notify_all()
+        with s.mutex:
+            if timeout is not None or not s.items:
+                s.wait_for_items(block, timeout)
+            items = s.items
+            if max_items >= len(items):
+                taken = list(items)
+                items.clear()
+            else:
+                taken = list(starmap(items.popleft, repeat((), max_items)))
+            if s.putters:
+                s.made_room(len(taken))
             return taken
 
     def qsize(self) -> int:
@@ -189,23 +287,27 @@ class MemoryQueue(QueueBase[T]):
     def task_done(self) -> None:
         self._check_open()
         s = self._state
-        with s.all_tasks_done:
+        with s.mutex:
             if s.unfinished <= 0:
                 raise ValueError("task_done() called more times than there were items put")
             s.unfinished -= 1
-            if s.unfinished == 0:
+            if s.unfinished == 0 and s.joiners:
                 s.all_tasks_done.notify_all()
 
     def join(self, timeout: float | None = None) -> None:
         self._check_open()
         s = self._state
-        with s.all_tasks_done:
+        with s.mutex:
             end = deadline(True, timeout)
             while s.unfinished:
                 wait = remaining(end)
                 if wait == 0.0:
                     raise JoinTimeout(f"join() timed out with {s.unfinished} unfinished tasks")
-                s.all_tasks_done.wait(wait)
+                s.joiners += 1
+                try:
+                    s.all_tasks_done.wait(wait)
+                finally:
+                    s.joiners -= 1
 
     def shutdown(self, immediate: bool = False) -> None:
         self._check_open()
