@@ -36,7 +36,6 @@ from queuekit import (
     QueueClosed,
     SerializationError,
 )
-from queuekit.backends.pipe import _RING as RING
 from queuekit.backends.pipe import (
     HOLD_STALE,
     MAX_SIZE_FILE,
@@ -767,30 +766,42 @@ def test_info_repr_and_close(opened: Callable[..., PipeQueue[Any]]) -> None:
 def test_gets_of_any_size_take_frames_in_order_across_writes(
     seed: int, opened: Callable[..., PipeQueue[bytes]]
 ) -> None:
-    """Puts and batches of mixed sizes (some frames above the one-read limit of 64 KiB), more
-    writes than the ring of write boundaries holds, drained by gets and get_many calls that
-    claim whole writes, parts of writes and several writes at once."""
+    """Puts and batches of mixed sizes (some frames above the one-read limit of 64 KiB), and
+    rounds of more writes than the ring of write boundaries holds, drained by gets and get_many
+    calls that claim whole writes, parts of writes and several writes at once."""
     rng = random.Random(seed)
     q = opened("pipe://?capacity=1MiB&serializer=raw")
+    ring = q._shared.ring
 
-    def item(i: int, big: bool = False) -> bytes:
-        size = 70 * 1024 if big else rng.choice([0, 1, rng.randint(2, 300)])
+    def item(i: int, size: int) -> bytes:
         return i.to_bytes(4, "little") + bytes([i % 251]) * size
+
+    def small() -> int:
+        return rng.choice([0, 1, rng.randint(2, 300)])
 
     put: list[bytes] = []
     got: list[bytes] = []
     rounds = most = 0
-    while len(put) < 3000:
-        writes, many = 0, rng.choice([5, 200, RING + 500])
-        while writes < many and q.info()["bytes_waiting"] < 300_000:
-            if many <= RING and rng.random() < 0.5:
-                batch = [item(len(put) + k, k == 3) for k in range(rng.randint(1, 40))]
+    while rounds < 12:
+        writes, overflow = 0, rounds % 4 == 1
+        if overflow and len(got) < len(put):  # room for the ring's worth of frames
+            got += q.get_many(len(put), timeout=LONG)
+        while writes < (ring + 500 if overflow else rng.choice([5, 200])):
+            if overflow:  # the smallest frames, so that the ring fills before the pipe
+                put.append(item(len(put), 0))
+                q.put(put[-1], block=False)
+            elif rng.random() < 0.5:
+                batch = [item(len(put) + k, 70 * 1024 if k == 3 else small()) for k in range(40)]
+                batch = batch[: rng.randint(1, 40)]
                 q.put_many(batch, block=False)
                 put += batch
             else:
-                put.append(item(len(put), many <= RING and rng.random() < 0.1))
+                put.append(item(len(put), 70 * 1024 if rng.random() < 0.1 else small()))
                 q.put(put[-1], block=False)
             writes += 1
+            if q.info()["bytes_waiting"] > 300_000 and not overflow:
+                break
+        most = max(most, writes)
         while len(got) < len(put) - rng.choice([0, 0, 7, 300]):
             if rng.random() < 0.3:
                 got.append(q.get(timeout=LONG))
@@ -798,12 +809,11 @@ def test_gets_of_any_size_take_frames_in_order_across_writes(
                 got += q.get_many(rng.choice([1, 2, 5, 39, 40, 41, 1000]), timeout=LONG)
         assert got == put[: len(got)], f"round {rounds}: frames came out wrong or out of order"
         rounds += 1
-        most = max(most, writes)
     got += q.get_many(len(put), timeout=LONG) if len(got) < len(put) else []
     assert got == put
     assert q.qsize() == 0
     assert q.info()["bytes_waiting"] == 0
-    assert most > RING, "never more writes in the pipe than the ring of boundaries holds"
+    assert most > ring, "never more writes in the pipe than the ring of boundaries holds"
 
 
 # --- Batches through the serializer ---------------------------------------------------------

@@ -123,14 +123,14 @@ _NEXT_TAG, _NEXT_LENGTH, _NEXT_CHECK = (FIRST_FREE + i for i in range(8, 11))
 # Where the writes in the pipe begin and end, so that a get that claims whole writes reads
 # them in one call: a ring of slots, one a write (a put or a put_many) in the order written,
 # from the slot at _FRONT on, _WRITES of them, each its frames * _PER_WRITE + its bytes; the
-# front slot counts what is left of its write (a header read ahead still counts). When the
-# ring is full, a write is added to the newest slot: gets then read those frames one by one,
-# as they must when they claim part of a write.
+# front slot counts what is left of its write (a header read ahead still counts). The ring
+# has a slot for every _RING_BYTES of the frame budget (128 KiB of slots for a 1 MiB pipe);
+# when it is full, a write is added to the newest slot: gets then read those frames one by
+# one, as they must when they claim part of a write.
 _FRONT, _WRITES = FIRST_FREE + 11, FIRST_FREE + 12
 _RING_AT = FIRST_FREE + 13
-_RING = 2048
+_RING_BYTES = 32
 _PER_WRITE = 1 << 32  # more than the bytes a pipe holds
-_SLOTS = 13 + _RING
 
 HOLD_STALE = 3.0
 """Seconds after which a hold whose owner stopped checking (a killed putter) is void."""
@@ -302,11 +302,12 @@ class _Pipe(ProcessSharedState):
             # write the budget misjudged comes back (see _finish_write) instead of blocking.
             os.set_blocking(self.rfd, False)
             os.set_blocking(self.wfd, False)
-            super().__init__(maxsize, context, extra_slots=_SLOTS)
+            self.budget = frame_budget(self.capacity)
+            self.ring = self.budget // _RING_BYTES
+            super().__init__(maxsize, context, extra_slots=13 + self.ring)
         except BaseException:
             self.close_fds()
             raise
-        self.budget = frame_budget(self.capacity)
 
     def __getstate__(self) -> dict[str, Any]:
         # Only while a child process is being started (the handle checked): the child gets
@@ -444,11 +445,12 @@ class _Pipe(ProcessSharedState):
             self.added(n)
             if n:  # noted in the ring
                 writes = s[_WRITES]
-                if writes < _RING:
-                    s[_RING_AT + (s[_FRONT] + writes) % _RING] = n * _PER_WRITE + nbytes
+                ring = self.ring
+                if writes < ring:
+                    s[_RING_AT + (s[_FRONT] + writes) % ring] = n * _PER_WRITE + nbytes
                     s[_WRITES] = writes + 1
                 else:
-                    s[_RING_AT + (s[_FRONT] + writes - 1) % _RING] += n * _PER_WRITE + nbytes
+                    s[_RING_AT + (s[_FRONT] + writes - 1) % ring] += n * _PER_WRITE + nbytes
         finally:
             self.lock.release()
 
@@ -539,17 +541,16 @@ class _Pipe(ProcessSharedState):
         frames they hold (and the first header, if it was read already) for the caller to split.
 
         A write of which only some frames are claimed, or one frame too large to copy again,
-        is read frame by frame; each read of a payload takes the next frame's header along when
-        more counted bytes follow (kept in the shared state for the next get): one system call
-        a frame.
+        is read frame by frame (see :meth:`_frame`).
         """
         s = self.slots
         front, writes, ahead = s[_FRONT], s[_WRITES], s[_NEXT_TAG]
         n, nbytes = divmod(s[_RING_AT + front], _PER_WRITE)
+        head: _Head | None = (ahead - 1, s[_NEXT_LENGTH], s[_NEXT_CHECK]) if ahead else None
         if n == k and not ahead and (k > 1 or nbytes <= _ONE_READ):
             # The claim is the front write, as a get that takes what a put wrote finds it.
             s[_BYTES] -= nbytes
-            s[_FRONT], s[_WRITES] = (front + 1) % _RING, writes - 1
+            s[_FRONT], s[_WRITES] = (front + 1) % self.ring, writes - 1
             data = self._read_exactly(nbytes)
             if k > 1:
                 return [(data, None, k)]
@@ -558,54 +559,57 @@ class _Pipe(ProcessSharedState):
                 raise _corrupt(f"a frame of {length} bytes was counted as {nbytes - _HEAD}")
             return [data[_HEAD:]]
         left = s[_BYTES]
-        head: _Head | None = (ahead - 1, s[_NEXT_LENGTH], s[_NEXT_CHECK]) if ahead else None
         pieces: list[bytes | tuple[bytes, _Head | None, int]] = []
         while k:
-            count = total = 0
-            while writes:
-                n, nbytes = divmod(s[_RING_AT + front], _PER_WRITE)
-                if n > k - count or (n == 1 and nbytes > _ONE_READ and not count):
-                    break
-                count += n
-                total += nbytes
-                front = (front + 1) % _RING
-                writes -= 1
-            if count:
-                if head is not None:
-                    total -= _HEAD
-                pieces.append((self._read_exactly(total), head, count))
-                head, left, k = None, left - total, k - count
-                continue
             if not writes:
                 raise _corrupt(f"{k} claimed frames are not among the writes counted")
             n, nbytes = divmod(s[_RING_AT + front], _PER_WRITE)
-            take = min(k, n)
-            for _ in range(take):
-                if head is None:
-                    head = _HEADER.unpack(self._read_exactly(_HEAD))
-                    left -= _HEAD
-                length = _check(head, left)
-                nbytes -= _HEAD + length
-                if left > length and length <= _ONE_READ:
-                    data = self._read_exactly(length + _HEAD)
-                    pieces.append(data[:length])
-                    head = _HEADER.unpack_from(data, length)
-                    left -= length + _HEAD
+            if n > k or (n == 1 and nbytes > _ONE_READ):
+                take = min(k, n)
+                for _ in range(take):
+                    payload, head, left, nbytes = self._frame(head, left, nbytes)
+                    pieces.append(payload)
+                if take < n:
+                    s[_RING_AT + front] = (n - take) * _PER_WRITE + nbytes
                 else:
-                    pieces.append(self._read_exactly(length))
-                    head = None
-                    left -= length
-            if take < n:
-                s[_RING_AT + front] = (n - take) * _PER_WRITE + nbytes
-            else:
-                front, writes = (front + 1) % _RING, writes - 1
-            k -= take
+                    front, writes = (front + 1) % self.ring, writes - 1
+                k -= take
+                continue
+            count = total = 0
+            while writes:  # whole writes, as many as are claimed
+                n, nbytes = divmod(s[_RING_AT + front], _PER_WRITE)
+                if n > k - count or (n == 1 and nbytes > _ONE_READ):
+                    break
+                count += n
+                total += nbytes
+                front = (front + 1) % self.ring
+                writes -= 1
+            if head is not None:
+                total -= _HEAD
+            pieces.append((self._read_exactly(total), head, count))
+            head, left, k = None, left - total, k - count
         s[_BYTES], s[_FRONT], s[_WRITES] = left, front, writes
         if head:
             s[_NEXT_TAG], s[_NEXT_LENGTH], s[_NEXT_CHECK] = head[0] + 1, head[1], head[2]
         elif ahead:
             s[_NEXT_TAG] = 0
         return pieces
+
+    def _frame(
+        self, head: _Head | None, left: int, rest: int
+    ) -> tuple[bytes, _Head | None, int, int]:
+        """The payload of the front frame (its header read already, if ``head`` is given), the
+        header of the next frame of its write, read along when it has one, and ``left`` (bytes
+        in the pipe) and ``rest`` (of the write) less the bytes read: one call a frame."""
+        if head is None:
+            head = _HEADER.unpack(self._read_exactly(_HEAD))
+            left -= _HEAD
+        length = _check(head, left)
+        rest -= _HEAD + length
+        if rest and length <= _ONE_READ:
+            data = self._read_exactly(length + _HEAD)
+            return data[:length], _HEADER.unpack_from(data, length), left - length - _HEAD, rest
+        return self._read_exactly(length), None, left - length, rest
 
     def _read_exactly(self, n: int) -> bytes:
         # Every counted frame is whole in the kernel: one read gets it all, or bytes are gone.
