@@ -125,6 +125,7 @@ _GET_AT = 640
 _GETS = struct.Struct("<9Q2I")
 _GET_COPIES = struct.Struct("<7Q")
 _NOT_FULL_AT, _TASKS_AT = _GET_AT + 56, _GET_AT + 64
+_SHUTDOWN_AT = _PUT_AT + 52
 _SLEEPERS_AT = {_NOT_EMPTY_AT: _PUT_AT + 48, _NOT_FULL_AT: _GET_AT + 72, _TASKS_AT: _GET_AT + 76}
 assert _GET_MUTEX_AT + MUTEX_BYTES <= _PUT_AT
 assert _PUT_AT + _PUTS.size <= _GET_AT
@@ -336,6 +337,10 @@ class _Segment:
             0 < self.maxsize < puts - self.gets_seen + count
         )
 
+    def shut_seen(self) -> int:
+        """Whether the queue is shut down, read without the put lock (set once, never unset)."""
+        return int(_SLEEPERS.unpack_from(self.mm, _SHUTDOWN_AT)[0])
+
     def room(self, tail: int, puts: int, need: int, count: int) -> bool:
         """``fits``, looking at the get end again when what was seen is short."""
         if self.fits(tail, puts, need, count):
@@ -349,7 +354,7 @@ class _Segment:
         """Whether the tail passes ``head`` within a short watch (without the put lock, where
         that is safe), for a get that may wait: cheaper than sleeping and being woken, when
         items come steadily."""
-        if _ORDERED and block and (timeout is None or timeout > 0):
+        if _ORDERED and block and (timeout is None or timeout > 0) and not self.shut_seen():
             for _ in range(SPINS):
                 if self.see_tail() > head:
                     return True
