@@ -1,6 +1,6 @@
 """Messages per second from one producer process to one consumer process, small pickled items.
 
-    python benchmarks/throughput.py [--quick] [--repeat N] [--items N] [--markdown FILE]
+    python benchmarks/throughput.py [--quick] [--repeat N] [--items N] [--mixed] [--markdown FILE]
 
 Each measurement forks a consumer, waits until it is ready, then forks a producer, and times
 from the producer's first put to the consumer's last get (both read the same system-wide
@@ -44,8 +44,14 @@ Ops = tuple[
 """put(item), get(), put_many(items), get_many(max_items): one backend's calls on one queue."""
 
 
+MIXED = False
+"""Set by ``--mixed``: item ``i`` carries ``i % 64`` bytes instead of 32, so that the items of
+a batch differ in size (pickled, 25 to 91 bytes), as a batch of text or records of several
+kinds would; the default items are all one size (but for ``i`` below 256)."""
+
+
 def make_item(i: int) -> Item:
-    return ("job", i, b"x" * 32)
+    return ("job", i, b"x" * (i % 64 if MIXED else 32))
 
 
 # --- Backends and scenarios -----------------------------------------------------------------
@@ -320,13 +326,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, help="items per measurement (overrides --quick)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each measurement (5)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the table and machine here")
+    parser.add_argument(
+        "--mixed", action="store_true", help="items of 25 to 91 bytes pickled, not all 58"
+    )
     args = parser.parse_args(argv)
+    global MIXED
+    MIXED = args.mixed  # before any process is forked
     n = args.items or (20_000 if args.quick else 200_000)
     if n < 1 or args.repeat < 1:
         parser.error("--items and --repeat must be at least 1")
 
     backends = available_backends()
-    size = len(pickle.dumps(make_item(12345), protocol=5))
+    sizes = sorted({len(pickle.dumps(make_item(i), protocol=5)) for i in range(n - 64, n)})
+    size = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}"
     print(
         f"{n:,} items of {size} bytes pickled, 1 producer -> 1 consumer process (fork), "
         f"{args.repeat} runs each; backends: {', '.join(b.name for b in backends)}"
@@ -336,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_text(cells))
     if args.markdown:
         facts = machine()
-        facts["items"] = f"{n:,} per run, each `{make_item(12345)!r}` ({size} bytes pickled)"
+        shape = "`('job', i, b'x' * (i % 64))`" if MIXED else f"`{make_item(12345)!r}`"
+        facts["items"] = f"{n:,} per run, each {shape} ({size} bytes pickled)"
         facts["runs"] = f"{args.repeat} per row, interleaved; start method fork"
         with open(args.markdown, "w") as out:
             out.write(format_markdown(cells) + "\n\n")
