@@ -21,7 +21,7 @@ import queuekit
 from queuekit import _registry
 from queuekit.testing import CHECKS, CheckResult, _load_checks, run_conformance
 
-# CHECKS fills as the check modules are imported, which run_conformance does on first use.
+# CHECKS imports the check modules when first read; loading them here says so plainly.
 _load_checks()
 
 THIRDPARTY = Path(__file__).resolve().parent / "thirdparty"
