@@ -61,7 +61,8 @@ class TestRedisConformance(QueueConformance):
     [
         ("bogus=1", "unknown URL parameter 'bogus'"),
         ("socket_timeout=soon", "bad value 'soon' for 'socket_timeout'"),
-        ("visibility_timeout=0", "above 0"),
+        ("visibility_timeout=0.1", "at least 0.5"),
+        ("socket_timeout=0", "above 0"),
         ("ssl_cert_reqs=required", "need TLS: use rediss://"),
         ("key=a{b}", "bad key"),
         ("key=", None),

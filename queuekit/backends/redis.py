@@ -112,6 +112,14 @@ def _as_positive(value: object) -> float:
     return result
 
 
+def _as_visibility(value: object) -> float:
+    result = as_float(value)
+    if result < 0.5:
+        # Its heartbeat is refreshed three times per timeout: below that it would be a busy loop.
+        raise ValueError("expected a number of seconds, at least 0.5, like 30")
+    return result
+
+
 def _as_seconds(value: object) -> float:
     result = as_float(value)
     if result < 0:
@@ -129,7 +137,7 @@ OWN_PARAMS = [
     Param("key", _as_text, "", "the queue's name in Redis; empty: a new private key per open"),
     Param("maxsize", as_int, None, "most items held; 0 for unbounded (set by the first open)"),
     Param("serializer", as_serializer, "pickle", "pickle, json, raw or an object with dumps/loads"),
-    Param("visibility_timeout", _as_positive, 30.0, "seconds a consumer's heartbeat lives"),
+    Param("visibility_timeout", _as_visibility, 30.0, "seconds a consumer's heartbeat lives"),
     Param("retry_window", _as_seconds, 5.0, "seconds to retry a lost server before giving up"),
 ]
 # redis-py's own connection parameters, checked here so that a wrong one is an InvalidURL and
