@@ -51,7 +51,6 @@ import secrets
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from itertools import repeat
 from multiprocessing.context import get_spawning_popen
 from multiprocessing.reduction import DupFd
 from typing import Any, ClassVar, TypeVar
@@ -476,6 +475,26 @@ class _Segment:
         return frames, crcs, pos
 
 
+_HEADERS = [_FRAME.pack(n, 0) for n in range(1024)]
+"""The headers of small frames without checksums, made once."""
+
+
+def _lay_out(frames: list[bytes], crcs: list[int] | None) -> bytes:
+    """Frames as the ring holds them, one after the other: made outside the lock, copied into
+    the ring at once under it."""
+    parts: list[bytes] = []
+    add, pads = parts.extend, _PADS
+    if crcs is None:
+        header, headers = _FRAME.pack, _HEADERS
+        for data in frames:
+            n = len(data)
+            add((headers[n] if n < 1024 else header(n, 0), data, pads[n & 7]))
+    else:
+        for data, crc in zip(frames, crcs, strict=True):
+            add((_FRAME.pack(len(data), crc), data, pads[len(data) & 7]))
+    return b"".join(parts)
+
+
 def _path(name: str) -> str:
     return f"{SHM_DIR}/{PREFIX}{name}"
 
@@ -780,15 +799,7 @@ class ShmQueue(QueueBase[T]):
             need = 8 + _pad(largest)
             span = b""
         else:
-            # The frames laid out here, outside the lock, to be copied into the ring at once.
-            header, pads = _FRAME.pack, _PADS
-            span = b"".join(
-                [
-                    part
-                    for data, crc in zip(frames, crcs or repeat(0, count), strict=True)
-                    for part in (header(len(data), crc), data, pads[len(data) & 7])
-                ]
-            )
+            span = _lay_out(frames, crcs)
             need = len(span)
         if need > seg.capacity:
             raise MessageTooLarge(
