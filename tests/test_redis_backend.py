@@ -131,6 +131,13 @@ def test_unreachable_server_is_backend_unavailable_in_bounded_time() -> None:
     assert SECRET not in str(info.value)
 
 
+def test_key_password_only_as_an_option(redis_url: str) -> None:
+    tls = redis_url.replace("redis://", "rediss://")
+    with pytest.raises(InvalidURL, match="keyword option") as info:
+        queuekit.open(f"{tls}?ssl_password={SECRET}")
+    assert SECRET not in str(info.value)
+
+
 def test_password_never_shown(redis_url: str, key: str, capsys: pytest.CaptureFixture[str]) -> None:
     admin = client(redis_url)
     user = f"qk-{key}"

@@ -211,6 +211,12 @@ class RedisQueue(QueueBase[T]):
         parsed = _parse_url(url)
         if parsed.scheme not in ("redis", "rediss", "unix"):
             raise InvalidURL(f"{parsed}: RedisQueue opens redis://, rediss:// or unix://")
+        if "ssl_password" in parsed.query:
+            # Not even the URL can be shown here: its query would show the password.
+            raise InvalidURL(
+                "ssl_password in a redis URL would be shown wherever the URL is: pass it as "
+                "a keyword option, queuekit.open(url, ssl_password=...)"
+            )
         values = bind_params(parsed, self.PARAMS, options)
         key = values["key"] or f"queuekit-{secrets.token_hex(8)}"
         problem = lua.check_key(key)
