@@ -103,7 +103,8 @@ redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 return n
 """
 
-# KEYS: queue, proc, meta, putters, room. ARGV: max items, sentinel, bounded (0/1), ttl ms.
+# KEYS: queue, proc, meta, putters, room.
+# ARGV: max items, sentinel, bounded (0/1), ttl ms, messages the caller took just before.
 # Returns the messages taken, front first; or 1 (empty), or 2 (shut down and drained). The
 # sentinel, when there, is at the back, behind every message: a pop that takes it puts it back.
 GET = (
@@ -114,6 +115,10 @@ if got and got[#got] == ARGV[2] then
   redis.call('LPUSH', KEYS[1], ARGV[2])
   got[#got] = nil
 end
+local n = (got and #got or 0) + tonumber(ARGV[5])
+if n > 0 and ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
+  wake(KEYS[5], n, ARGV[4])
+end
 if not got or #got == 0 then
   if redis.call('HGET', KEYS[3], 'shutdown') then return 2 end
   return 1
@@ -121,7 +126,6 @@ end
 for i = 1, #got, 1000 do
   redis.call('LPUSH', KEYS[2], unpack(got, i, math.min(i + 999, #got)))
 end
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then wake(KEYS[5], #got, ARGV[4]) end
 return got
 """
 )

@@ -473,7 +473,7 @@ class RedisQueue(QueueBase[T]):
         while True:
             proc = self._proc or self._consumer()
             keys = [k.queue, proc, k.meta, k.putters, k.room]
-            args = [max_items, lua.SENTINEL, bounded, self._marker_ms]
+            args = [max_items, lua.SENTINEL, bounded, self._marker_ms, 0]
             got = self._run(partial(self._script, "GET", keys, args), lost=self._give_up_consumer)
             if isinstance(got, list):
                 self._hold(proc, got)
@@ -497,7 +497,7 @@ class RedisQueue(QueueBase[T]):
                 raise ShutDown
             self._hold(proc, [moved])
             if max_items > 1:
-                args[0] = max_items - 1
+                args[0], args[4] = max_items - 1, 1  # and wake a putter for `moved` too
                 more = self._run(partial(self._script, "GET", keys, args))
                 if isinstance(more, list):
                     self._hold(proc, more)
