@@ -22,7 +22,7 @@ import pytest
 from redis_server import RedisServer, free_port, make_certificates
 
 import queuekit
-from queuekit import BackendUnavailable, Empty, InvalidURL
+from queuekit import BackendUnavailable, Empty, InvalidURL, QueueClosed
 from queuekit.testing._suite import QueueConformance
 
 LONG = 20.0
@@ -268,6 +268,31 @@ def test_close_gives_back_unacknowledged_messages(url: str) -> None:
         taker.close()
         got = [q.get_message(timeout=LONG) for _ in range(2)]  # type: ignore[attr-defined]
         assert [(m.item, m.deliveries) for m in got] == [("b", 2), ("c", 1)]
+
+
+def test_close_during_a_blocked_get_gives_its_message_back(url: str) -> None:
+    with queuekit.open(url) as q:
+        waiting = queuekit.open(url)
+        outcome: list[BaseException | Any] = []
+        getter = threading.Thread(target=lambda: outcome.append(_outcome(waiting.get)))
+        getter.start()
+        time.sleep(0.3)  # let it block (if it has not yet, close() makes it fail at once)
+        waiting.close()
+        q.put("late")
+        getter.join(LONG)
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], QueueClosed)
+        m = q.get_message(timeout=LONG)  # type: ignore[attr-defined]
+        assert m.item == "late"
+        q.task_done()
+        q.join(timeout=LONG)
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        return call()
+    except BaseException as exc:
+        return exc
 
 
 def test_task_done_acknowledges_oldest_of_this_handle(url: str) -> None:

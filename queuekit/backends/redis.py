@@ -312,6 +312,8 @@ class RedisQueue(QueueBase[T]):
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if lost is not None:
                     lost()
+                if self._closed:
+                    raise QueueClosed(f"{self!r} was closed during the call") from exc
                 if time.monotonic() + pause > give_up:
                     raise BackendUnavailable(
                         f"{self._shown}: no answer from the Redis server for "
@@ -513,17 +515,24 @@ class RedisQueue(QueueBase[T]):
     def _hold(self, proc: str, envelopes: list[bytes]) -> None:
         with self._lock:
             self._pending.extend(zip(repeat(proc), envelopes))
+        if self._closed:
+            # close() ran while this call waited: what it took goes back like the rest.
+            with contextlib.suppress(BackendUnavailable, QueueClosed):
+                self._recover(mine=[proc.rpartition(":proc:")[2]])
+            self._client.close()
+            raise QueueClosed(f"{self!r} was closed while a get waited; its message went back")
 
-    def _recover(self, force: bool = False, now: bool = False) -> int:
+    def _recover(self, now: bool = False, mine: list[str] | None = None) -> int:
         """Give back the messages of consumers whose heartbeat lapsed (at most every few
-        seconds, unless ``now``), or with ``force`` this handle's own; how many."""
+        seconds, unless ``now``), or those of this handle's consumers ``mine``; how many."""
         started = time.monotonic()
-        if not (force or now) and started - self._last_recover < self._recover_every:
+        if mine is None and not now and started - self._last_recover < self._recover_every:
             return 0
         self._last_recover = started
         k = self._keys
-        if force:
-            dead = [self._cid] if self._cid else []
+        force = mine is not None
+        if mine is not None:
+            dead = mine
         else:
             members = self._members()
             others = [m for m in members if m != self._cid]
@@ -620,8 +629,8 @@ class RedisQueue(QueueBase[T]):
         if self._cid is not None:
             # What this handle got and did not acknowledge goes back to the queue now.
             self._retry_window = min(self._retry_window, 1.0)
-            with contextlib.suppress(BackendUnavailable):
-                self._recover(force=True)
+            with contextlib.suppress(BackendUnavailable, QueueClosed):
+                self._recover(mine=[self._cid])
         self._pending.clear()
         self._client.close()
 
