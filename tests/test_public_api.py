@@ -126,3 +126,17 @@ def test_wheel_ships_py_typed_and_entry_points(tmp_path: Path) -> None:
     assert not [n for n in names if n.startswith("tests/")]
     assert "queuekit = queuekit._cli:main" in declared
     assert "queuekit = queuekit.pytest_plugin" in declared
+    assert "queuekit = queuekit.testing._profiles:_hypothesis_setup_hook" in declared
+
+
+def test_profiles_load_by_name_in_a_suite_that_imports_only_hypothesis() -> None:
+    # Through Hypothesis's entry point: a third party's conftest need not import queuekit.
+    code = (
+        "from hypothesis import settings\n"
+        "settings.load_profile('queuekit-ci')\n"
+        "print(settings.default.derandomize, settings.default.database)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    assert out == "True None"
