@@ -210,6 +210,7 @@ class MemoryQueue(QueueBase[T]):
         with s.mutex:
             if s.is_shutdown:
                 raise ShutDown
+            # A timeout goes the waiting way even with room, which refuses a negative one.
             if timeout is not None or len(s.items) >= s.bound:
                 s.wait_for_room(1, block, timeout)
             s.items.append(data)
