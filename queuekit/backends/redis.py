@@ -258,6 +258,7 @@ class RedisQueue(QueueBase[T]):
         self._pending: deque[tuple[str, bytes]] = deque()
         self._cid: str | None = None
         self._proc: str | None = None
+        self._retired: list[str] = []  # consumer ids given up after a lost reply
         self._beat_stop = threading.Event()
         self._beater: threading.Thread | None = None
         self._id_prefix = lua.MAGIC + os.urandom(8)
@@ -463,6 +464,8 @@ class RedisQueue(QueueBase[T]):
         # A move whose reply was lost may have put a message in our list that we do not know
         # of: a new consumer id lets the old one lapse, and its messages come back.
         with self._lock:
+            if self._cid is not None:
+                self._retired.append(self._cid)
             self._cid = self._proc = None
 
     def _take(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:
@@ -626,11 +629,12 @@ class RedisQueue(QueueBase[T]):
         self._beat_stop.set()
         if self._beater is not None:
             self._beater.join(1.0)
-        if self._cid is not None:
+        mine = [*self._retired, *([self._cid] if self._cid else [])]
+        if mine:
             # What this handle got and did not acknowledge goes back to the queue now.
             self._retry_window = min(self._retry_window, 1.0)
             with contextlib.suppress(BackendUnavailable, QueueClosed):
-                self._recover(mine=[self._cid])
+                self._recover(mine=mine)
         self._pending.clear()
         self._client.close()
 
