@@ -7,11 +7,11 @@ handles reach other processes by pickling); ``key=NAME`` opens the queue called 
 anywhere. ``maxsize`` belongs to the queue: the first open sets it, later ones take it, and
 giving one that differs is an ``InvalidURL``.
 
-Delivery is at least once. ``get`` moves a message atomically (``LMOVE``/``BLMOVE``) from the
-queue into this handle's processing list; ``task_done()`` acknowledges the oldest message this
-handle got and has not acknowledged, by removing exactly that envelope (which carries a unique
-id), and counts one task done. With nothing to acknowledge it counts a task done as the stdlib
-does. A handle that gets keeps a heartbeat key alive (refreshed every third of
+Delivery is at least once. ``get`` moves a message atomically (a script, or ``BLMOVE``) from
+the queue into this handle's processing list; ``task_done()`` acknowledges the oldest message
+this handle got and has not acknowledged, by removing exactly that envelope (which carries a
+unique id), and counts one task done. With nothing to acknowledge it counts a task done as the
+stdlib does. A handle that gets keeps a heartbeat key alive (refreshed every third of
 ``visibility_timeout`` by a thread); once it lapses, another getter gives the handle's
 unacknowledged messages back to the front of the queue, in one script, so once only, with the
 delivery count in their envelope raised: :meth:`RedisQueue.get_message` shows it. ``close()``
