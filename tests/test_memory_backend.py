@@ -82,18 +82,18 @@ def test_each_put_wakes_one_sleeping_getter(crew: Crew) -> None:
     q = crew.open()
     for _ in range(6):
         crew.start(lambda: q.get(timeout=ASLEEP))
-    wait_until(lambda: q._state.getters == 6, "six getters asleep")
+    wait_until(lambda: len(q._state.not_empty.asleep) == 6, "six getters asleep")
     for i in range(6):
         q.put(i)
     assert sorted(crew.collect(6)) == list(range(6))
-    assert q._state.getters == 0
+    assert len(q._state.not_empty.asleep) == 0
 
 
 def test_a_batch_wakes_as_many_sleeping_getters_as_it_has_items(crew: Crew) -> None:
     q = crew.open()
     for _ in range(5):
         crew.start(lambda: q.get(timeout=ASLEEP))
-    wait_until(lambda: q._state.getters == 5, "five getters asleep")
+    wait_until(lambda: len(q._state.not_empty.asleep) == 5, "five getters asleep")
     q.put_many(range(4))
     assert sorted(crew.collect(4)) == list(range(4))
     q.put(4)
@@ -105,7 +105,7 @@ def test_each_get_lets_one_sleeping_putter_in(crew: Crew) -> None:
     q.put_many([0, 1])
     for i in range(2, 6):
         crew.start(lambda i=i: q.put(i, timeout=ASLEEP))  # type: ignore[misc]
-    wait_until(lambda: q._state.putters == 4, "four putters asleep")
+    wait_until(lambda: len(q._state.not_full.asleep) == 4, "four putters asleep")
     got = [q.get(timeout=LONG) for _ in range(6)]
     assert got[:2] == [0, 1]
     assert sorted(got[2:]) == [2, 3, 4, 5]
@@ -117,9 +117,9 @@ def test_a_waiting_batch_does_not_take_the_wake_up_a_single_put_needs(crew: Crew
     q = crew.open(maxsize=3)
     q.put_many(["a", "b", "c"])
     wide = crew.start(lambda: q.put_many(["x", "y", "z"], timeout=ASLEEP))
-    wait_until(lambda: q._state.putters == 1, "the batch putter asleep")
+    wait_until(lambda: len(q._state.not_full.asleep) == 1, "the batch putter asleep")
     single = crew.start(lambda: q.put("s", timeout=ASLEEP))
-    wait_until(lambda: q._state.putters == 2, "both putters asleep")
+    wait_until(lambda: len(q._state.not_full.asleep) == 2, "both putters asleep")
     assert q.get() == "a"  # room for one: the single put, queued behind the batch, goes in
     single.join(LONG)
     assert not single.is_alive(), "the single put was not woken by the room it needed"
@@ -136,8 +136,8 @@ def test_shutdown_wakes_every_sleeping_getter_putter_and_batch(crew: Crew) -> No
         crew.start(lambda: empty.get(timeout=ASLEEP))
         crew.start(lambda: full.put(3, timeout=ASLEEP))
     crew.start(lambda: full.put_many([4, 5], timeout=ASLEEP))
-    wait_until(lambda: empty._state.getters == 3, "three getters asleep")
-    wait_until(lambda: full._state.putters == 4, "four putters asleep")
+    wait_until(lambda: len(empty._state.not_empty.asleep) == 3, "three getters asleep")
+    wait_until(lambda: len(full._state.not_full.asleep) == 4, "four putters asleep")
     empty.shutdown()
     full.shutdown()
     assert all(isinstance(r, ShutDown) for r in crew.collect(7))
@@ -149,10 +149,10 @@ def test_every_joiner_wakes_when_the_last_task_is_done(crew: Crew) -> None:
     q.put_many([1, 2])
     for _ in range(3):
         crew.start(lambda: q.join(timeout=ASLEEP))
-    wait_until(lambda: q._state.joiners == 3, "three joiners asleep")
+    wait_until(lambda: len(q._state.all_tasks_done.asleep) == 3, "three joiners asleep")
     q.get_many(2)
     q.task_done()
-    assert q._state.joiners == 3  # one task is left
+    assert len(q._state.all_tasks_done.asleep) == 3  # one task is left
     q.task_done()
     assert crew.collect(3) == [None] * 3
     with pytest.raises(ValueError, match="more times than there were items put"):
@@ -245,3 +245,29 @@ def test_a_closed_handle_refuses_every_call_and_others_keep_the_queue() -> None:
             call()
     assert b.get(block=False) == 1
     b.close()
+
+
+def test_a_notified_getter_stops_counting_as_asleep_at_once(crew: Crew) -> None:
+    q = crew.open()
+    crew.start(lambda: q.get(timeout=ASLEEP))
+    wait_until(lambda: len(q._state.not_empty.asleep) == 1, "the getter asleep")
+    q.put(1)
+    assert not q._state.not_empty.asleep  # the puts that follow have nobody to wake
+    q.put(2)
+    assert crew.collect(1) == [1]
+    assert q.get_many(5) == [2]
+
+
+def test_a_getter_that_gives_up_leaves_nobody_asleep() -> None:
+    q: MemoryQueue[int] = MemoryQueue()
+    with pytest.raises(Empty):
+        q.get(timeout=0.01)
+    assert not q._state.not_empty.asleep
+
+
+def test_a_timeout_beyond_what_a_lock_takes_waits_like_any_other(crew: Crew) -> None:
+    q = crew.open()
+    crew.start(lambda: q.get(timeout=threading.TIMEOUT_MAX * 10))
+    wait_until(lambda: len(q._state.not_empty.asleep) == 1, "the getter asleep")
+    q.put(7)
+    assert crew.collect(1) == [7]

@@ -8,6 +8,7 @@ unpicklable items in tests before moving to ``mp://``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -15,6 +16,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterable
 from itertools import repeat, starmap
+from threading import TIMEOUT_MAX
 from typing import Any, ClassVar, TypeVar
 
 from .._base import QueueBase, check_batch_fits, check_max_items, deadline, remaining
@@ -47,28 +49,57 @@ def _optional_serializer(value: object) -> Serializer | None:
     return as_serializer(value)
 
 
-class _State:
-    """One queue, shared by every handle that names it.
+class _Sleepers:
+    """Threads asleep under a mutex until notified: ``threading.Condition``'s scheme, except
+    that ``asleep`` holds only the threads not notified yet. A Condition keeps a thread it woke
+    on its list until that thread runs again, so a producer that goes on putting meanwhile
+    would pay for a notify that wakes nobody on every put."""
 
-    The three Conditions share ``mutex``. Callers count themselves in ``getters``, ``putters``
-    (``wide_putters`` for those needing room for more than one item) and ``joiners`` while they
-    wait, so a call that nobody waits for never pays for a notify.
-    """
+    def __init__(self, mutex: threading.Lock) -> None:
+        self.mutex = mutex
+        self.asleep: deque[threading.Lock] = deque()
+
+    def wait(self, timeout: float | None) -> None:
+        """With ``mutex`` held: release it, sleep until notified or ``timeout`` seconds (None:
+        forever) have passed, and take it again."""
+        waiter = threading.Lock()
+        waiter.acquire()
+        self.asleep.append(waiter)
+        self.mutex.release()
+        woken = False
+        try:
+            woken = waiter.acquire(True, -1 if timeout is None else min(timeout, TIMEOUT_MAX))
+        finally:
+            self.mutex.acquire()
+            if not woken:
+                with contextlib.suppress(ValueError):  # notified as it gave up: the caller
+                    self.asleep.remove(waiter)  # re-checks before it gives up for good
+
+    def notify(self, n: int = 1) -> None:
+        asleep = self.asleep
+        while asleep and n > 0:
+            asleep.popleft().release()
+            n -= 1
+
+    def notify_all(self) -> None:
+        self.notify(len(self.asleep))
+
+
+class _State:
+    """One queue, shared by every handle that names it. Nobody asleep, nobody notified."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self.bound = maxsize if maxsize > 0 else sys.maxsize
         self.items: deque[Any] = deque()
         self.mutex = threading.Lock()
-        self.not_empty = threading.Condition(self.mutex)
-        self.not_full = threading.Condition(self.mutex)
-        self.all_tasks_done = threading.Condition(self.mutex)
+        self.not_empty = _Sleepers(self.mutex)
+        self.not_full = _Sleepers(self.mutex)
+        self.all_tasks_done = _Sleepers(self.mutex)
+        self.wide_putters = 0
+        """Putters asleep waiting for room for more than one item."""
         self.unfinished = 0
         self.is_shutdown = False
-        self.getters = 0
-        self.putters = 0
-        self.wide_putters = 0
-        self.joiners = 0
 
     def wait_for_room(self, need: int, block: bool, timeout: float | None) -> None:
         """With ``mutex`` held: return once ``need`` more items fit, or raise."""
@@ -77,12 +108,10 @@ class _State:
             wait = remaining(end)
             if wait == 0.0:
                 raise Full
-            self.putters += 1
             self.wide_putters += need > 1
             try:
                 self.not_full.wait(wait)
             finally:
-                self.putters -= 1
                 self.wide_putters -= need > 1
             if self.is_shutdown:
                 raise ShutDown
@@ -96,16 +125,12 @@ class _State:
             wait = remaining(end)
             if wait == 0.0:
                 raise Empty
-            self.getters += 1
-            try:
-                self.not_empty.wait(wait)
-            finally:
-                self.getters -= 1
+            self.not_empty.wait(wait)
             if self.is_shutdown and not self.items:
                 raise ShutDown
 
     def made_room(self, freed: int) -> None:
-        """With ``mutex`` held, after taking ``freed`` items while putters wait."""
+        """With ``mutex`` held, after taking ``freed`` items while putters sleep."""
         if self.wide_putters:
             # Every putter re-checks: a batch that still does not fit must not absorb the
             # wake-up a single put could have used.
@@ -215,7 +240,7 @@ class MemoryQueue(QueueBase[T]):
                 s.wait_for_room(1, block, timeout)
             s.items.append(data)
             s.unfinished += 1
-            if s.getters:
+            if s.not_empty.asleep:
                 s.not_empty.notify()
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
@@ -228,7 +253,7 @@ class MemoryQueue(QueueBase[T]):
             if timeout is not None or not s.items:
                 s.wait_for_items(block, timeout)
             data = s.items.popleft()
-            if s.putters:
+            if s.not_full.asleep:
                 s.made_room(1)
         item = data if self._serializer is None else self._serializer.loads(data)
         return item
@@ -255,7 +280,7 @@ class MemoryQueue(QueueBase[T]):
                 s.wait_for_room(len(encoded), block, timeout)
             s.items.extend(encoded)
             s.unfinished += len(encoded)
-            if s.getters and encoded:
+            if s.not_empty.asleep and encoded:
                 s.not_empty.notify(len(encoded))
 
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
@@ -277,7 +302,7 @@ class MemoryQueue(QueueBase[T]):
                 items.clear()
             else:
                 taken = list(starmap(items.popleft, repeat((), max_items)))
-            if s.putters:
+            if s.not_full.asleep:
                 s.made_room(len(taken))
             return taken
 
@@ -292,7 +317,7 @@ class MemoryQueue(QueueBase[T]):
             if s.unfinished <= 0:
                 raise ValueError("task_done() called more times than there were items put")
             s.unfinished -= 1
-            if s.unfinished == 0 and s.joiners:
+            if s.unfinished == 0 and s.all_tasks_done.asleep:
                 s.all_tasks_done.notify_all()
 
     def join(self, timeout: float | None = None) -> None:
@@ -304,11 +329,7 @@ class MemoryQueue(QueueBase[T]):
                 wait = remaining(end)
                 if wait == 0.0:
                     raise JoinTimeout(f"join() timed out with {s.unfinished} unfinished tasks")
-                s.joiners += 1
-                try:
-                    s.all_tasks_done.wait(wait)
-                finally:
-                    s.joiners -= 1
+                s.all_tasks_done.wait(wait)
 
     def shutdown(self, immediate: bool = False) -> None:
         self._check_open()
