@@ -16,7 +16,6 @@ import weakref
 from collections import deque
 from collections.abc import Iterable
 from itertools import repeat, starmap
-from threading import TIMEOUT_MAX
 from typing import Any, ClassVar, TypeVar
 
 from .._base import QueueBase, check_batch_fits, check_max_items, deadline, remaining
@@ -68,7 +67,9 @@ class _Sleepers:
         self.mutex.release()
         woken = False
         try:
-            woken = waiter.acquire(True, -1 if timeout is None else min(timeout, TIMEOUT_MAX))
+            woken = waiter.acquire(
+                True, -1 if timeout is None else min(timeout, threading.TIMEOUT_MAX)
+            )
         finally:
             self.mutex.acquire()
             if not woken:
@@ -86,7 +87,8 @@ class _Sleepers:
 
 
 class _State:
-    """One queue, shared by every handle that names it. Nobody asleep, nobody notified."""
+    """One queue, shared by every handle that names it. A call notifies only where ``asleep``
+    shows someone to wake."""
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
