@@ -101,11 +101,19 @@ def make_certificates(directory: str) -> dict[str, str]:
     ca_key, csr = os.path.join(directory, "ca.key"), os.path.join(directory, "server.csr")
     ext = os.path.join(directory, "ext.cnf")
     with open(ext, "w") as f:
-        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        # What Python 3.13's strict verification (VERIFY_X509_STRICT) asks of a certificate.
+        f.write(
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\n"
+            "authorityKeyIdentifier=keyid,issuer\n"
+        )
     quiet = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key,
-         "-out", paths["ca.pem"], "-days", "2", "-subj", "/CN=queuekit test CA"], **quiet,
+         "-out", paths["ca.pem"], "-days", "2", "-subj", "/CN=queuekit test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"], **quiet,
     )  # fmt: skip
     subprocess.run(
         [openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", paths["server.key"],

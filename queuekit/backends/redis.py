@@ -311,6 +311,11 @@ class RedisQueue(QueueBase[T]):
             except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
                 raise BackendUnavailable(f"{self._shown}: the server refused us: {exc}") from exc
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                    raise BackendUnavailable(
+                        f"{self._shown}: the server's TLS certificate was refused ({exc}); "
+                        "give the CA that signed it as ssl_ca_certs=FILE"
+                    ) from exc
                 if lost is not None:
                     lost()
                 if self._closed:
