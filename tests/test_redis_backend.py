@@ -436,6 +436,8 @@ def test_lost_server_is_backend_unavailable_then_reconnects(aof_server: RedisSer
         assert q.get(timeout=LONG) == "before"  # the AOF kept it; the handle reconnected
 
 
+# The parent's heartbeat thread runs when it forks, on purpose: the child must not inherit it.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_uses_its_own_connection(url: str) -> None:
     import multiprocessing
 
