@@ -126,12 +126,22 @@ def test_wheel_ships_py_typed_and_entry_points(tmp_path: Path) -> None:
     assert not [n for n in names if n.startswith("tests/")]
     assert "queuekit = queuekit._cli:main" in declared
     assert "queuekit = queuekit.pytest_plugin" in declared
-    assert "queuekit = queuekit.testing._profiles:_hypothesis_setup_hook" in declared
+    assert "queuekit = queuekit.testing._hypothesis_hook:setup" in declared
 
 
-def test_profiles_load_by_name_in_a_suite_that_imports_only_hypothesis() -> None:
+@pytest.mark.parametrize(
+    "first",
+    [
+        "",
+        "import queuekit.testing",
+        "from queuekit.testing import CHECKS",
+        "import queuekit.testing._profiles",
+    ],
+)
+def test_profiles_load_by_name_whatever_was_imported_first(first: str) -> None:
     # Through Hypothesis's entry point: a third party's conftest need not import queuekit.
     code = (
+        f"{first}\n"
         "from hypothesis import settings\n"
         "settings.load_profile('queuekit-ci')\n"
         "print(settings.default.derandomize, settings.default.database)\n"

@@ -19,10 +19,6 @@ from ._checks import CI_PROFILE, HEAVY_PROFILE, PROFILES
 __all__ = ["CI_PROFILE", "HEAVY_PROFILE", "PROFILES"]
 
 
-def _hypothesis_setup_hook() -> None:
-    """Hypothesis's ``hypothesis`` entry point: importing this module registered the profiles."""
-
-
 _slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 settings.register_profile(
