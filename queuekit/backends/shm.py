@@ -50,7 +50,7 @@ import re
 import secrets
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from multiprocessing.context import get_spawning_popen
 from multiprocessing.reduction import DupFd
 from typing import Any, ClassVar, TypeVar
@@ -68,7 +68,7 @@ from .._errors import (
     ShutDown,
 )
 from .._protocol import Capabilities
-from .._serializers import Serializer, get_serializer
+from .._serializers import Serializer, dumps_many, get_serializer, loads_many
 from .._shmsync import (
     MUTEX_BYTES,
     UNAVAILABLE,
@@ -597,13 +597,6 @@ class ShmQueue(QueueBase[T]):
         self._serializer = get_serializer(serializer)
         self._dumps = self._serializer.dumps
         self._loads = self._serializer.loads
-        # A serializer's own batch calls, where it has them, save a call an item.
-        self._dumps_many: Callable[[Sequence[Any]], list[bytes]] = getattr(
-            self._serializer, "dumps_many", self._dumps_each
-        )
-        self._loads_many: Callable[[Sequence[bytes]], list[Any]] = getattr(
-            self._serializer, "loads_many", self._loads_each
-        )
         self._seg: _Segment | None = None
         if capacity is not None:
             capacity = _capacity(capacity)
@@ -622,12 +615,6 @@ class ShmQueue(QueueBase[T]):
             self._seg = self._open(name, create, wanted)
         seg = self._seg
         self._max_item = min(seg.capacity - 8, _MAX_FRAME)
-
-    def _dumps_each(self, items: Sequence[Any]) -> list[bytes]:
-        return [self._dumps(item) for item in items]
-
-    def _loads_each(self, payloads: Sequence[bytes]) -> list[Any]:
-        return [self._loads(data) for data in payloads]
 
     @staticmethod
     def _open(name: str, create: str, wanted: dict[str, Any]) -> _Segment:
@@ -775,7 +762,7 @@ class ShmQueue(QueueBase[T]):
         self, items: Iterable[T], block: bool = True, timeout: float | None = None
     ) -> None:
         seg = self._segment()
-        frames = self._dumps_many(items if isinstance(items, (list, tuple)) else list(items))
+        frames = dumps_many(self._serializer, items if isinstance(items, list) else list(items))
         crcs = [zlib.crc32(data) for data in frames] if seg.checksum else None
         self._push(seg, frames, crcs, block, timeout)
 
@@ -927,7 +914,7 @@ class ShmQueue(QueueBase[T]):
             frames = self._wait_pop(seg, max_items, block, timeout)
         else:
             self._got(seg, words, frames, crcs)
-        items: list[T] = self._loads_many(frames)
+        items: list[T] = loads_many(self._serializer, frames)
         return items
 
     def _wait_pop(
