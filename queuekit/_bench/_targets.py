@@ -212,7 +212,7 @@ def _redis_cleanup(url: str, prefix: str) -> None:
         client.delete(key)
 
 
-REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def redis_targets(url: str | None, probe: bool) -> tuple[list[Target], list[str]]:
@@ -229,8 +229,7 @@ def redis_targets(url: str | None, probe: bool) -> tuple[list[Target], list[str]
         ]
     import redis
 
-    # redis-py's own spelling of the server, without queuekit's query parameters
-    server = url.split("?", 1)[0].replace("redis+unix://", "unix://", 1)
+    server = url.split("?", 1)[0]  # without queuekit's query parameters
     try:
         redis.Redis.from_url(server, socket_connect_timeout=2).ping()
     except (redis.RedisError, OSError, ValueError) as exc:
