@@ -504,12 +504,18 @@ class _Pipe(ProcessSharedState):
                 "this pipe:// handle gave up its read end (close_reader()); get from a handle "
                 "that kept it, or open the queue again"
             )
+        s = self.slots
         self.acquire()
         try:
-            s = self.slots
-            if s[_CORRUPT]:
-                raise _corrupt("found by an earlier get")
-            claimed = self.wait_for_items(max_items, block, timeout)
+            count = s[COUNT]
+            if count and timeout is None and not s[_CORRUPT]:
+                # Items there and no timeout to check: claimed at once (see wait_for_items).
+                claimed = min(max_items, count)
+                s[COUNT] = count - claimed
+            else:
+                if s[_CORRUPT]:
+                    raise _corrupt("found by an earlier get")
+                claimed = self.wait_for_items(max_items, block, timeout)
             try:
                 pieces = self._read(claimed)
             except CorruptMessage:
