@@ -337,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--items and --repeat must be at least 1")
 
     backends = available_backends()
-    sizes = sorted({len(pickle.dumps(make_item(i), protocol=5)) for i in range(n - 64, n)})
+    sample = {*range(0, n, max(1, n // 997)), *range(max(0, n - 64), n)}
+    sizes = sorted({len(pickle.dumps(make_item(i), protocol=5)) for i in sample})
     size = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}"
     print(
         f"{n:,} items of {size} bytes pickled, 1 producer -> 1 consumer process (fork), "
