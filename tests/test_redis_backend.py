@@ -458,3 +458,21 @@ def test_forked_child_uses_its_own_connection(url: str) -> None:
 def _put_in_child(q: Any) -> None:
     q.put(os.getppid())
     q.close()
+
+
+def test_small_max_connections_leave_room_for_blocking_calls(url: str) -> None:
+    # Scripts keep connections of their own unless max_connections= bounds the pool.
+    with queuekit.open(f"{url}&max_connections=2") as q:
+        q.put("first")
+        assert q.get() == "first"
+        q.task_done()
+        got: list[Any] = []
+        waiter = threading.Thread(target=lambda: got.append(q.get(timeout=LONG)))
+        waiter.start()
+        time.sleep(0.2)
+        assert q.info()["qsize"] == 0  # a pooled call while the get holds the other one
+        q.put("second")
+        waiter.join(LONG)
+        assert got == ["second"]
+        q.task_done()
+        q.join(timeout=LONG)
