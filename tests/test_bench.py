@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_cli import PASSWORD, queuekit_cmd
 
+from queuekit._bench import _document, _goals, _report, _scenarios, _targets
+from queuekit._bench._harness import Cell
+from queuekit._bench._options import UsageError
 from queuekit._cli import main
 
 TINY_SCENARIOS = {
@@ -23,6 +27,7 @@ TINY_SCENARIOS = {
     "latency",
     "depth-1k",
     "depth-2k",
+    "idle",
     "pipeline",
 }
 HAS_FIFO = importlib.util.find_spec("faster_fifo") is not None
@@ -199,3 +204,224 @@ def test_bad_arguments_are_usage_errors(
     assert err.startswith("queuekit: error: ")
     assert message in err
     assert not out
+
+
+def test_idle_reports_the_share_of_a_core_and_judges_shm_against_its_target(
+    report: dict[str, Any],
+) -> None:
+    idle = {r["target"]: r for r in report["results"] if r["scenario"] == "idle"}
+    assert set(idle) == {"multiprocessing.Queue", "queue.Queue", "memory://", "shm://"} | (
+        {"faster-fifo (16 MiB buffer)"} if HAS_FIFO else set()
+    )
+    for row in idle.values():
+        assert row["metric"] == "% of a core"
+        assert row["lower_is_better"]
+        assert row["status"] == "ok", row
+        assert 0 <= row["median"] <= 100, row
+    judged = {(t["issue"], t["scenario"]): t for t in report["targets"]}
+    assert {t["target"] for t in report["targets"]} == {"shm://"}, "memory:// has no targets"
+    assert set(judged) == {
+        (4, "single"),
+        (4, "batch-100"),
+        (4, "batch-1000"),
+        (4, "4x4"),
+        (4, "size-1MiB"),
+        (4, "idle"),
+    }
+    assert judged[4, "idle"]["median"] == idle["shm://"]["median"]
+    expected = "met" if idle["shm://"]["median"] <= 1.0 else "not met"
+    assert judged[4, "idle"]["verdict"] == expected
+    single = next(
+        r for r in report["results"] if r["scenario"] == "single" and r["target"] == "shm://"
+    )
+    assert judged[4, "single"]["median"] == pytest.approx(single["ratio"])
+
+
+# --- The targets, judged from given figures ------------------------------------------------
+
+SCENARIOS = {s.name: s for s in _scenarios.scenarios(_scenarios.PRESETS["tiny"])}
+MP = _targets.stdlib_targets()[0]
+SHM = _targets.queuekit_target("shm://", _targets.PROCESS)
+MEMORY = _targets.queuekit_target("memory://", _targets.THREAD)
+RAW = _targets.Target(_targets.RAW_REDIS, _targets.REDIS, list, _targets._stdlib_ops, baseline=True)
+REDIS = _targets.Target("redis://127.0.0.1:6379/0", _targets.REDIS, list, _targets._stdlib_ops)
+
+
+def _cell(scenario: str, target: _targets.Target, *values: float | str | None) -> Cell:
+    """A cell with a sample per round: a figure, why there is none, or ``None`` (not run)."""
+    metric = SCENARIOS[scenario].metrics[0]
+    samples = [v if v is None or isinstance(v, str) else {metric: v} for v in values]
+    return Cell(SCENARIOS[scenario], target, list(samples))
+
+
+def _verdicts(*cells: Cell) -> dict[tuple[str, str], _goals.Verdict]:
+    return {(v.goal.scenario, v.target): v for v in _goals.assess(_report.rows(list(cells)))}
+
+
+def test_targets_are_met_or_not_from_the_ratio_of_medians_and_the_paired_ratio() -> None:
+    found = _verdicts(
+        _cell("single", MP, 100.0, 200.0, 100.0),
+        _cell("single", SHM, 250.0, 500.0, 190.0),  # 2.5x of medians, paired 2.5x
+        _cell("4x4", MP, 100.0, 100.0, 100.0),
+        _cell("4x4", SHM, 290.0, 299.0, "hung"),  # 2.945x, from two runs
+        _cell("batch-100", MP, 100.0, 150.0, 200.0),
+        _cell("batch-100", SHM, 1300.0, 1000.0, 1500.0),  # medians 8.7x; paired 13x, 6.7x, 7.5x
+        _cell("batch-1000", MP, 100.0, 100.0, 100.0),
+        _cell("batch-1000", SHM, "hung", None, None),
+        _cell("idle", MP, 0.1, 0.1, 0.1),
+        _cell("idle", SHM, 0.2, 1.5, 0.3),
+        _cell("single", MEMORY, 1.0, 1.0, 1.0),
+    )
+    assert set(found) == {
+        ("single", "shm://"),
+        ("4x4", "shm://"),
+        ("batch-100", "shm://"),
+        ("batch-1000", "shm://"),
+        ("idle", "shm://"),
+    }
+    single = found["single", "shm://"]
+    assert single.median == 2.5
+    assert single.paired == pytest.approx(2.5)
+    assert single.outcome == "met"
+    assert found["4x4", "shm://"].outcome == "not met (hung in some runs)"
+    batch = found["batch-100", "shm://"]
+    assert batch.median == pytest.approx(1300 / 150)
+    assert batch.paired == pytest.approx(7.5)
+    assert batch.outcome == "met by the medians only"
+    assert found["batch-1000", "shm://"].outcome == "no figure: hung"
+    idle = found["idle", "shm://"]
+    assert (idle.median, idle.paired, idle.outcome) == (0.3, None, "met")
+    assert _goals.describe(idle.goal, idle.metric) == "at most 1 % of a core"
+
+
+def test_the_redis_targets_count_a_cost_and_half_the_raw_throughput() -> None:
+    found = _verdicts(
+        _cell("single", RAW, 1000.0, 1000.0, 1000.0),
+        _cell("single", REDIS, 700.0, 850.0, 750.0),  # cost 1.33x of medians
+        _cell("batch-100", RAW, 1000.0, 1000.0, 1000.0),
+        _cell("batch-100", REDIS, 400.0, 600.0, 550.0),  # 0.55x; paired 0.55x
+        _cell("batch-1000", RAW, 1000.0, 1000.0, 1000.0),
+        _cell("batch-1000", REDIS, 450.0, 520.0, 480.0),  # 0.48x
+    )
+    single = found["single", REDIS.name]
+    assert single.median == pytest.approx(1000 / 750)
+    assert single.outcome == "not met"
+    assert _goals.describe(single.goal, single.metric) == (
+        f"cost at most 1.25x {_targets.RAW_REDIS}"
+    )
+    assert found["batch-100", REDIS.name].outcome == "met"
+    assert found["batch-1000", REDIS.name].outcome == "not met"
+    cheaper = _verdicts(
+        _cell("single", RAW, 1000.0, 1000.0, 1000.0),
+        _cell("single", REDIS, 850.0, 900.0, 700.0),  # cost 1.18x; paired the same
+    )
+    assert cheaper["single", REDIS.name].outcome == "met"
+
+
+def test_a_target_whose_baseline_has_no_figure_is_not_judged() -> None:
+    found = _verdicts(_cell("single", MP, "hung"), _cell("single", SHM, 500.0))
+    verdict = found["single", "shm://"]
+    assert verdict.median is None
+    assert verdict.outcome == "no figure for multiprocessing.Queue: hung"
+
+
+# --- --markdown between markers ---------------------------------------------------------------
+
+BEGIN, END = _document.BEGIN.decode(), _document.END.decode()
+PROSE_BEFORE = (
+    "# Benchmarks\r\n\nProse, CRLF and all \u2014 kept.\n\n## Results\n\n"
+    "```\n# a shell comment, not a heading\n```\n\n"
+).encode()
+PROSE_AFTER = "\n\n## Reading the numbers\n\nMore prose \u00e9.\n  trailing spaces  \n".encode()
+
+
+def _sections(level: int) -> str:
+    return f"{'#' * level} Generated\n\nfigures\n"
+
+
+def test_splice_replaces_the_block_and_keeps_every_other_byte() -> None:
+    data = PROSE_BEFORE + f"{BEGIN}\nold figures\n{END}".encode() + PROSE_AFTER
+    new = _document.splice(data, "doc.md", _sections)
+    assert new is not None
+    assert new.startswith(PROSE_BEFORE + _document.BEGIN)
+    assert new.endswith(_document.END + PROSE_AFTER)
+    assert b"old figures" not in new
+    assert b"\n### Generated\n\nfigures\n" in new, "one level below the last heading"
+    assert _document.splice(new, "doc.md", _sections) == new, "a second run changes nothing"
+    assert _document.splice(b"# A document\nwithout markers\n", "doc.md", _sections) is None
+
+
+@pytest.mark.parametrize(
+    ("block", "found"),
+    [
+        (f"{BEGIN}\nfigures\n", "1 begin and 0 end marker(s)"),
+        (f"figures\n{END}", "0 begin and 1 end marker(s)"),
+        (f"{END}\nfigures\n{BEGIN}", "the end marker before the begin marker"),
+        (f"{BEGIN}\n{BEGIN}\nfigures\n{END}", "2 begin and 1 end marker(s)"),
+        (f"{BEGIN}\nfigures\n{END}\n{BEGIN}\n{END}", "2 begin and 2 end marker(s)"),
+    ],
+)
+def test_malformed_markers_are_refused_before_the_run_and_the_file_is_untouched(
+    tmp_path: Path, block: str, found: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_bytes(PROSE_BEFORE + block.encode() + PROSE_AFTER)
+    before = doc.read_bytes(), doc.stat().st_mtime_ns
+    with pytest.raises(UsageError, match="fix the markers"):
+        _document.write(str(doc), "whole", _sections)
+    assert main(["bench", "--tiny", "memory://", "--markdown", str(doc)]) == 2
+    out, err = capsys.readouterr()
+    assert not out, "nothing was measured"
+    assert f"{doc}: {found}" in err
+    assert "remove both to have the whole file written" in err
+    assert (doc.read_bytes(), doc.stat().st_mtime_ns) == before
+    assert os.listdir(tmp_path) == ["benchmarks.md"]
+
+
+def test_write_replaces_the_file_whole_keeping_its_permissions(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_bytes(PROSE_BEFORE + f"{BEGIN}{END}".encode() + PROSE_AFTER)
+    doc.chmod(0o640)
+    _document.write(str(doc), "whole", _sections)
+    assert doc.read_bytes().startswith(PROSE_BEFORE + _document.BEGIN + b"\n\n### Generated")
+    assert doc.stat().st_mode & 0o777 == 0o640
+    link = tmp_path / "link.md"
+    link.symlink_to(doc.name)
+    _document.write(str(link), "whole", lambda level: "again\n")
+    assert link.is_symlink()
+    assert b"again" in doc.read_bytes()
+    plain = tmp_path / "plain.md"
+    plain.write_text("# no markers: the whole file is the command's\n")
+    _document.write(str(plain), "whole\n", _sections)
+    assert plain.read_text() == "whole\n"
+    assert sorted(os.listdir(tmp_path)) == ["benchmarks.md", "link.md", "plain.md"]
+
+
+def test_markdown_between_markers_in_a_real_run(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_bytes(PROSE_BEFORE + f"{BEGIN}\nold figures\n{END}".encode() + PROSE_AFTER)
+    result = queuekit_cmd(
+        "bench",
+        "--tiny",
+        "--scenario=single",
+        "--scenario=idle",
+        "shm://",
+        f"--markdown={doc}",
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = doc.read_bytes()
+    assert data.startswith(PROSE_BEFORE + _document.BEGIN)
+    assert data.endswith(_document.END + PROSE_AFTER)
+    block = data[len(PROSE_BEFORE) : -len(PROSE_AFTER)].decode()
+    assert "old figures" not in block
+    assert "### Targets set by the issues" in block
+    assert "| #4 | shm:// | single | at least 2x multiprocessing.Queue |" in block
+    assert "| #4 | shm:// | idle | at most 1 % of a core |" in block
+    assert "### single: 1 producer -> 1 consumer" in block
+    assert "### idle: a get blocked 0.2 s on an empty queue" in block
+    command = "queuekit bench --tiny --scenario=single --scenario=idle shm://"
+    assert f"- command: {command} --markdown={doc}\n" in block
+    assert "- load average: " in block
+    assert "- date: " in block
+    assert "targets set by the issues" in result.stdout

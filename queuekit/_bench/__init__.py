@@ -7,6 +7,8 @@ queue users would otherwise use, measured in the same run.
   the workers of a run.
 - ``_measure``: the measurements; ``_scenarios``: the scenarios and their sizes.
 - ``_report``: medians, ranges and ratios; text, Markdown, JSON and a plot.
+- ``_goals``: the targets the issues set, and whether a run met them.
+- ``_document``: ``--markdown`` into a file of its own, or between the markers of one.
 - ``_options``: the command's options (all that ``queuekit`` imports until ``bench`` runs);
   ``_command``: putting it together.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from .._errors import BackendUnavailable, InvalidURL
 from .._registry import open as open_url
 from .._urls import QueueURL, parse_url
-from . import _report, _scenarios, _targets
+from . import _document, _goals, _report, _scenarios, _targets
 from ._harness import Cell, run_rounds
 from ._options import DEFAULT_URLS, PLOT_HINT, UsageError
 
@@ -132,6 +133,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for path in (args.markdown, args.plot):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise UsageError(f"{path}: no such directory; create it first")
+    if args.markdown:
+        _document.check(args.markdown)
     try:
         chosen = _scenarios.select(_scenarios.scenarios(sizes), args.scenario)
     except ValueError as exc:
@@ -170,14 +173,16 @@ def _run(
     facts = _report.machine()
     facts["command"] = _command_line(argv)
     facts["rounds"] = f"{sizes.repeat}, interleaved; sizes {preset}; start method fork"
-    start = time.monotonic()
+    start, load = time.monotonic(), _report.load()
     run_rounds(cells, sizes.repeat, args.watchdog, _Progress())
     facts["took"] = f"{time.monotonic() - start:.0f} s"
+    facts["load average"] = f"{load} at the start, {_report.load()} at the end (1 minute)"
     found = _report.rows(cells)
+    verdicts = _goals.assess(found)
     if args.json:
-        print(json.dumps(_report.as_json(found, facts, notes, sizes), indent=2))
+        print(json.dumps(_report.as_json(found, verdicts, facts, notes, sizes), indent=2))
     else:
-        print(_report.text(found))
+        print(_report.text(found, verdicts))
         lines = _report.notes(found) + notes
         print("\n".join(["", "notes:", *(f"  {line}" for line in lines)]) if lines else "")
         print(f"{facts['took']} on {facts['cores']} cores; {facts['rounds']}")
@@ -193,6 +198,9 @@ def _run(
             plotted = os.path.relpath(
                 os.path.abspath(plotted), os.path.dirname(os.path.abspath(args.markdown))
             )
-        with open(args.markdown, "w") as out:
-            out.write(_report.markdown(found, facts, notes, plotted))
+        _document.write(
+            args.markdown,
+            _report.markdown(found, verdicts, facts, notes, plotted),
+            functools.partial(_report.sections, found, verdicts, facts, notes, plotted),
+        )
     return 1 if any(r.status == "error" for r in found) else 0

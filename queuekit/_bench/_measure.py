@@ -208,6 +208,39 @@ def depth(target: Target, items: int, window: int) -> Figures:
     return {"us/item": (time.monotonic() - start) / window * 1e6}
 
 
+# --- Idle ---------------------------------------------------------------------------------------
+
+
+def _idle_get(target: Target, q: Any, ready: Any) -> float:
+    get = target.ops(q).get
+    if get() != small(0):
+        raise RuntimeError("the first item came out wrong")
+    ready.wait()
+    cpu, wall = time.process_time(), time.monotonic()
+    last = get()
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    if last != STOP:
+        raise RuntimeError(f"got {last!r} from a queue that was empty")
+    return cpu / wall * 100
+
+
+def idle(target: Target, seconds: float) -> Figures:
+    """The CPU used by a process (thread) while its get waits ``seconds`` on an empty queue,
+    in % of a core: process time over wall time, every thread of the process counted. One item
+    passes first, so connecting and other first-call work fall outside; the wake-up by the
+    last put falls inside."""
+    q, crew = target.open(), Crew(target.threads)
+    ready = crew.barrier(2)
+    put = target.ops(q).put
+    crew.start("getter", _idle_get, target, q, ready)
+    put(small(0))
+    ready.wait()
+    time.sleep(seconds)
+    put(STOP)
+    [share] = crew.join("getter")
+    return {"% of a core": share}
+
+
 # --- The pipeline ------------------------------------------------------------------------------
 
 GROUP = 2

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME",
         help="run only this scenario or group (repeatable): single, 4x4, batches, sizes, "
-        "latency, depth, pipeline, or one of them by its full name (see --list)",
+        "latency, depth, idle, pipeline, or one of them by its full name (see --list)",
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller sizes (about half a minute)")

@@ -24,6 +24,8 @@ class Sizes:
     window: int
     pipeline: int
     pipeline_watchdog: float
+    idle: float
+    """Seconds a get waits on an empty queue."""
     repeat: int
 
 
@@ -37,6 +39,7 @@ PRESETS = {
         window=5_000,
         pipeline=1_000,
         pipeline_watchdog=5.0,
+        idle=1.0,
         repeat=3,
     ),
     "quick": Sizes(
@@ -48,6 +51,7 @@ PRESETS = {
         window=2_000,
         pipeline=1_000,
         pipeline_watchdog=5.0,
+        idle=0.5,
         repeat=3,
     ),
     "tiny": Sizes(
@@ -59,6 +63,7 @@ PRESETS = {
         window=200,
         pipeline=400,
         pipeline_watchdog=5.0,
+        idle=0.2,
         repeat=1,
     ),
 }
@@ -161,6 +166,17 @@ def scenarios(sizes: Sizes) -> list[Scenario]:
                 lower_is_better=True,
             )
         )
+    found.append(
+        Scenario(
+            "idle",
+            "idle",
+            f"a get blocked {sizes.idle:g} s on an empty queue, in another process (thread, for "
+            "in-process queues): the CPU its process used, in % of one core",
+            ("% of a core",),
+            functools.partial(m.idle, seconds=sizes.idle),
+            lower_is_better=True,
+        )
+    )
     found.append(
         Scenario(
             "pipeline",

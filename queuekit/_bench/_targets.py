@@ -32,6 +32,7 @@ FOREVER = 3600.0
 watchdog is the real limit."""
 
 PROCESS, THREAD, REDIS = "processes", "threads", "redis"
+MP_QUEUE, RAW_REDIS = "multiprocessing.Queue", "redis-py (RPUSH/BLPOP)"
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def queuekit_target(url: str, family: str) -> Target:
 
 def stdlib_targets() -> list[Target]:
     return [
-        Target("multiprocessing.Queue", PROCESS, CTX.Queue, _stdlib_ops, baseline=True),
+        Target(MP_QUEUE, PROCESS, CTX.Queue, _stdlib_ops, baseline=True),
         Target(
             "multiprocessing.JoinableQueue",
             PROCESS,
@@ -237,7 +238,7 @@ def redis_targets(url: str | None, probe: bool) -> tuple[list[Target], list[str]
     prefix = f"queuekit-bench-{uuid.uuid4().hex[:12]}"
     cleanup = functools.partial(_redis_cleanup, server, prefix)
     raw = Target(
-        "redis-py (RPUSH/BLPOP)",
+        RAW_REDIS,
         REDIS,
         functools.partial(_redis_list, server, prefix),
         _redis_ops,
