@@ -52,6 +52,7 @@ class Keys:
         self.joined = tag + ":wake:join"
         self.putters = tag + ":waiting:put"
         self.joiners = tag + ":waiting:join"
+        self.dead = tag + ":dead"  # messages no getter could read, newest on the left
 
     def proc(self, consumer: str) -> str:
         return self.queue + ":proc:" + consumer
@@ -230,6 +231,46 @@ if discard and moved > 0 then
 end
 redis.call('DEL', KEYS[4])
 redis.call('SREM', KEYS[3], ARGV[1])
+return moved
+"""
+)
+
+# Messages a getter could not read go to the dead-letter list; the readable ones of the same
+# batch go back to the front of the queue, as they were. A message pushed by something other
+# than queuekit was never counted as unfinished, one a queuekit handle put was: which one this
+# is cannot be told, but the count can never be above what is queued and in flight, so it is
+# cut down to that (exact once no unread foreign message is left anywhere).
+# KEYS: queue, meta, consumers, dead, proc, joiners, joined, the proc list of every consumer.
+# ARGV: ttl ms, sentinel, consumers n, their ids..., bad n, bad..., good (front first)...
+# Returns the number dead-lettered; -1 the consumers changed meanwhile (ask again).
+DEAD_LETTER = (
+    _WAKE
+    + """
+local n = tonumber(ARGV[3])
+if redis.call('SCARD', KEYS[3]) ~= n then return -1 end
+for i = 4, 3 + n do
+  if redis.call('SISMEMBER', KEYS[3], ARGV[i]) == 0 then return -1 end
+end
+local first = 5 + n
+local last_bad = first + tonumber(ARGV[4 + n]) - 1
+local moved = 0
+for i = first, last_bad do
+  if redis.call('LREM', KEYS[5], -1, ARGV[i]) == 1 then
+    redis.call('LPUSH', KEYS[4], ARGV[i])
+    moved = moved + 1
+  end
+end
+for i = #ARGV, last_bad + 1, -1 do
+  if redis.call('LREM', KEYS[5], -1, ARGV[i]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[i]) end
+end
+local held = redis.call('LLEN', KEYS[1])
+if held > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[2] then held = held - 1 end
+for i = 8, #KEYS do held = held + redis.call('LLEN', KEYS[i]) end
+local u = tonumber(redis.call('HGET', KEYS[2], 'unfinished') or '0')
+if u > held then
+  redis.call('HSET', KEYS[2], 'unfinished', held)
+  if held == 0 and redis.call('EXISTS', KEYS[6]) == 1 then wake(KEYS[7], 64, ARGV[1]) end
+end
 return moved
 """
 )

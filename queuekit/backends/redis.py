@@ -35,6 +35,7 @@ the visibility timeout). A lost server is retried for ``retry_window`` seconds, 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import multiprocessing
 import os
@@ -49,7 +50,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -57,6 +58,7 @@ from redis.retry import Retry
 
 from .._base import QueueBase, check_batch_fits, check_max_items, deadline, remaining
 from .._errors import (
+    AuthenticationError,
     BackendUnavailable,
     CorruptMessage,
     Empty,
@@ -81,8 +83,10 @@ R = TypeVar("R")
 MAX_MESSAGE_SIZE = 512 * 1024 * 1024 - lua.HEADER
 """Redis's largest string (``proto-max-bulk-len``) less the envelope."""
 MAX_SLICE = 2.0
+LATE = 1.0
+"""Seconds past its timeout a call waits for a server that does not answer (a stall)."""
 _SCRIPT_NAMES = ["ATTACH", "PUT", "GET", "RETURN_SENTINEL", "MOVED", "ACK", "UNFINISHED", "SIZES"]
-_SCRIPT_NAMES += ["SHUTDOWN", "RECOVER"]
+_SCRIPT_NAMES += ["SHUTDOWN", "RECOVER", "DEAD_LETTER"]
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,16 @@ def _connection(url: QueueURL, values: dict[str, Any]) -> dict[str, Any]:
     kw.setdefault("socket_connect_timeout", 2.0)
     # Retries are this module's business: redis-py's would resend writes blindly.
     kw["retry"] = Retry(NoBackoff(), 0)
+    # No CLIENT SETINFO on connecting: a reconnection during a server stall would wait for its
+    # reply for the whole socket_timeout, past the timeout of the call that reconnects. (AUTH
+    # and SELECT, when a password or a database other than 0 needs them, still do.)
+    # RESP2 for the same reason: RESP3 costs a HELLO on every connection.
+    kw.update(_NO_SETINFO, protocol=2)
     return kw
+
+
+_REDIS_ARGS = inspect.signature(redis.Redis.__init__).parameters
+_NO_SETINFO = {"driver_info": None} if "driver_info" in _REDIS_ARGS else {"lib_name": None}
 
 
 def _safe(text: str) -> str:
@@ -237,6 +250,7 @@ class RedisQueue(QueueBase[T]):
         self._marker_ms = int(3000 * self._slice) + 1000
         self._seq_ms = int(max(60.0, 4 * self._retry_window) * 1000)
         self._keep_connections = values["max_connections"] is None
+        self._socket_timeout = float(self._connect["socket_timeout"])
         self._fresh_process()
         try:
             self._maxsize, self._durable = self._attach(values["maxsize"])
@@ -294,35 +308,50 @@ class RedisQueue(QueueBase[T]):
 
     # --- Calls to the server ---------------------------------------------------------
 
-    def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        # EVALSHA on a connection of our own: redis-py's per-command path (pool checkout,
-        # observability hooks, its retry wrapper) costs about 10 us a call, as much again as
-        # the script. Scripts never block, so a connection is back on the shelf at once; a
-        # connection error has disconnected it, and it reconnects on its next use.
+    def _call(self, *args: Any, end: float | None = None, blocks: float = 0.0) -> Any:
+        """One command on a connection of our own; the reply is awaited until ``end`` (or
+        for ``blocks`` seconds, the command's own wait) plus ``LATE``, at most socket_timeout.
+        """
+        # Not redis-py's execute_command: its per-command path (pool checkout, observability
+        # hooks, its retry wrapper) costs about 10 us a call, as much again as a script. A
+        # connection error has disconnected the connection; it reconnects on its next use.
         spare = self._spare
         try:
             conn = spare.pop()
         except IndexError:  # another thread holds each one
             conn = self._client.connection_pool.get_connection()
         try:
-            try:
-                conn.send_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
+            conn.send_command(*args)
+            if end is None and not blocks:
                 return conn.read_response()
-            except redis.exceptions.NoScriptError:
-                conn.send_command("SCRIPT", "LOAD", getattr(lua, name))  # a new server
-                conn.read_response()
-                conn.send_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
-                return conn.read_response()
+            wait = max(blocks, end - time.monotonic() if end is not None else 0.0)
+            return conn.read_response(timeout=min(self._socket_timeout, max(wait, 0.0) + LATE))
         finally:
             if self._keep_connections:
                 spare.append(conn)
             else:  # max_connections= was given: the blocking calls need the pool's too
                 self._client.connection_pool.release(conn)
 
-    def _run(self, fn: Callable[[], R], *, lost: Callable[[], None] | None = None) -> R:
-        """``fn()``, retried while the server cannot be reached, for ``retry_window`` seconds;
-        every redis-py error becomes a queuekit one. ``fn`` must be safe to repeat."""
+    def _script(self, name: str, keys: list[str], args: list[Any], end: float | None = None) -> Any:
+        try:
+            return self._call("EVALSHA", self._shas[name], len(keys), *keys, *args, end=end)
+        except redis.exceptions.NoScriptError:
+            self._call("SCRIPT", "LOAD", getattr(lua, name), end=end)  # a new server
+            return self._call("EVALSHA", self._shas[name], len(keys), *keys, *args, end=end)
+
+    def _run(
+        self,
+        fn: Callable[[], R],
+        *,
+        lost: Callable[[], None] | None = None,
+        end: float | None = None,
+    ) -> R:
+        """``fn()``, retried while the server cannot be reached, for ``retry_window`` seconds
+        (or until ``end`` plus ``LATE``, a call's timeout, if sooner); every redis-py error
+        becomes a queuekit one. ``fn`` must be safe to repeat."""
         give_up = time.monotonic() + self._retry_window
+        if end is not None:
+            give_up = min(give_up, end + LATE)
         pause = 0.02
         while True:
             try:
@@ -340,10 +369,14 @@ class RedisQueue(QueueBase[T]):
                 if self._closed:
                     raise QueueClosed(f"{self!r} was closed during the call") from exc
                 if time.monotonic() + pause > give_up:
+                    waited = (
+                        "before the call's timeout ran out"
+                        if end is not None and give_up == end + LATE
+                        else f"for {self._retry_window:g}s"
+                    )
                     raise BackendUnavailable(
-                        f"{self._shown}: no answer from the Redis server for "
-                        f"{self._retry_window:g}s ({exc}); check that it runs and is reachable, "
-                        "or raise retry_window"
+                        f"{self._shown}: no answer from the Redis server {waited} ({exc}); "
+                        "check that it runs and is reachable, or raise retry_window"
                     ) from exc
                 time.sleep(pause)
                 pause = min(2 * pause, 0.5)
@@ -411,7 +444,7 @@ class RedisQueue(QueueBase[T]):
         keys = [k.queue, k.meta, producer, k.putters]
         args = [seq, self._seq_ms, self._maxsize, self._marker_ms, *envelopes]
         while True:
-            pushed = self._run(lambda: self._script("PUT", keys, args))
+            pushed = self._run(lambda: self._script("PUT", keys, args, end), end=end)
             if pushed >= 0:
                 return
             if pushed == -1:
@@ -420,69 +453,138 @@ class RedisQueue(QueueBase[T]):
             wait = remaining(end)
             if wait == 0.0:
                 raise Full
-            self._wait_on(k.room, wait)
+            self._wait_on(k.room, wait, end)
 
-    def _wait_on(self, wake_list: str, wait: float | None) -> None:
+    def _wait_on(self, wake_list: str, wait: float | None, end: float | None) -> None:
         seconds = self._slice if wait is None else max(0.001, min(wait, self._slice))
-        self._run(lambda: self._client.blpop([wake_list], seconds))
+        self._run(lambda: self._call("BLPOP", wake_list, seconds, blocks=seconds), end=end)
 
     # --- get ------------------------------------------------------------------------
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
-        (envelope,) = self._take(1, block, timeout)
-        if envelope[:3] != lua.MAGIC:
-            self._decode(envelope)  # raises CorruptMessage
-        item: T = self._serializer.loads(envelope[lua.HEADER :])
-        return item
+        return self._load(*self._take(1, block, timeout))
 
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
         check_max_items(max_items)
-        envelopes = self._take(max_items, block, timeout)
+        proc, envelopes = self._take(max_items, block, timeout)
         magic, header, loads = lua.MAGIC, lua.HEADER, self._serializer.loads
         items: list[T] = []
         append = items.append
-        for e in envelopes:
-            if e[:3] != magic:
-                self._decode(e)  # raises CorruptMessage
-            append(loads(e[header:]))
-        return items
+        try:
+            for e in envelopes:
+                if e[:3] != magic or len(e) < header:
+                    break
+                append(loads(e[header:]))
+            else:
+                return items
+        except Exception:
+            pass
+        raise self._reject(proc, envelopes)
 
     def get_message(self, block: bool = True, timeout: float | None = None) -> Message[T]:
         """As ``get``, with the message's id and how many times it has been delivered."""
-        item, envelope = self._decode(self._take(1, block, timeout)[0])
+        proc, envelopes = self._take(1, block, timeout)
+        item = self._load(proc, envelopes)
+        envelope = envelopes[0]
         ident = envelope[len(lua.MAGIC) : lua.HEADER - 1].hex()
         return Message(item, ident, envelope[lua.HEADER - 1])
 
-    def _decode(self, envelope: bytes) -> tuple[T, bytes]:
-        if not envelope.startswith(lua.MAGIC) or len(envelope) < lua.HEADER:
-            raise CorruptMessage(
-                f"{self._shown}: a {len(envelope)}-byte value in queue {self._keys.key!r} is not "
-                "a queuekit message: something other than queuekit pushed it"
-            )
-        item: T = self._serializer.loads(envelope[lua.HEADER :])
-        return item, envelope
+    def _load(self, proc: str, envelopes: list[bytes]) -> T:
+        (envelope,) = envelopes
+        if envelope[:3] == lua.MAGIC and len(envelope) >= lua.HEADER:
+            try:
+                item: T = self._serializer.loads(envelope[lua.HEADER :])
+                return item
+            except Exception:
+                pass
+        raise self._reject(proc, envelopes)
 
-    def _consumer(self) -> str:
-        """This handle's processing list, registering it as a consumer on first use."""
+    def _unreadable(self, envelope: bytes) -> CorruptMessage | None:
+        """Why ``envelope`` cannot be read, as the error to raise; None if it can."""
+        where = (
+            f"It was moved to the dead-letter list {self._keys.dead!r}; its bytes are in this "
+            "error's .data"
+        )
+        if not envelope.startswith(lua.MAGIC) or len(envelope) < lua.HEADER:
+            return CorruptMessage(
+                f"{self._shown}: a {len(envelope)}-byte value in queue {self._keys.key!r} is not "
+                f"a queuekit message: something other than queuekit pushed it. {where}",
+                data=envelope,
+            )
+        try:
+            self._serializer.loads(envelope[lua.HEADER :])
+        except AuthenticationError as exc:
+            error: CorruptMessage = AuthenticationError(
+                f"{self._shown}: a message in queue {self._keys.key!r} does not carry this "
+                "queue's HMAC tag: it was put without the authkey, with another one, or changed "
+                f"on the way. It was not deserialized. {where}",
+                data=envelope,
+            )
+            error.__cause__ = exc
+        except Exception as exc:
+            error = CorruptMessage(
+                f"{self._shown}: a message in queue {self._keys.key!r} cannot be read by "
+                f"serializer {self._serializer.name!r} ({exc}). {where}",
+                data=envelope,
+            )
+            error.__cause__ = exc
+        else:
+            return None
+        return error
+
+    def _reject(self, proc: str, envelopes: list[bytes]) -> CorruptMessage:
+        """Move the unreadable messages of what a get took to the dead-letter list and the
+        readable ones back to the front of the queue; the error for the first unreadable."""
+        errors = [self._unreadable(e) for e in envelopes]
+        bad = [e for e, err in zip(envelopes, errors, strict=True) if err is not None]
+        good = [e for e, err in zip(envelopes, errors, strict=True) if err is None]
         with self._lock:
-            if self._cid is None:
-                cid = f"{self._producer}-{secrets.token_hex(2)}"
-                k = self._keys
-                pipe = self._client.pipeline(transaction=True)
-                pipe.set(k.heartbeat(cid), 1, px=int(self._visibility * 1000))
-                pipe.sadd(k.consumers, cid)
-                self._run(pipe.execute)
-                self._cid = cid
-                self._proc = k.proc(cid)
-                if self._beater is None:
-                    self._beater = threading.Thread(
-                        target=_beat,
-                        args=(weakref.ref(self), self._beat_stop, self._visibility),
-                        name="queuekit-redis-heartbeat",
-                        daemon=True,
-                    )
-                    self._beater.start()
-            return self._keys.proc(self._cid)
+            for e in envelopes:
+                with contextlib.suppress(ValueError):
+                    self._pending.remove((proc, e))
+        k = self._keys
+        while True:
+            members = self._members()
+            keys = [k.queue, k.meta, k.consumers, k.dead, proc, k.joiners, k.joined]
+            keys += [k.proc(cid) for cid in members]
+            args = [self._marker_ms, lua.SENTINEL, len(members), *members, len(bad), *bad, *good]
+            if self._run(partial(self._script, "DEAD_LETTER", keys, args)) >= 0:
+                break
+        error = next(err for err in errors if err is not None)
+        if len(envelopes) > 1:
+            error.args = (
+                f"{error.args[0]}. Of the {len(envelopes)} messages this get_many took, "
+                f"{len(bad)} went to the dead-letter list and {len(good)} back to the front "
+                "of the queue",
+            )
+        return error
+
+    def _consumer(self, end: float | None = None) -> str:
+        """This handle's processing list, registering it as a consumer on first use."""
+        # Registered outside the lock: a thread waiting for a stalled server must not hold
+        # the handle's other threads past their own timeouts.
+        cid = f"{self._producer}-{secrets.token_hex(2)}"
+        k = self._keys
+        # The heartbeat first: a member without one would be taken for dead.
+        ttl = int(self._visibility * 1000)
+        self._run(partial(self._call, "SET", k.heartbeat(cid), 1, "PX", ttl, end=end), end=end)
+        self._run(partial(self._call, "SADD", k.consumers, cid, end=end), end=end)
+        with self._lock:
+            if self._cid is not None:
+                # Another thread registered one meanwhile; this one lapses, holding nothing.
+                self._retired.append(cid)
+                return self._keys.proc(self._cid)
+            self._cid = cid
+            self._proc = k.proc(cid)
+            if self._beater is None:
+                self._beater = threading.Thread(
+                    target=_beat,
+                    args=(weakref.ref(self), self._beat_stop, self._visibility),
+                    name="queuekit-redis-heartbeat",
+                    daemon=True,
+                )
+                self._beater.start()
+            return self._proc
 
     def _give_up_consumer(self) -> None:
         # A move whose reply was lost may have put a message in our list that we do not know
@@ -492,51 +594,54 @@ class RedisQueue(QueueBase[T]):
                 self._retired.append(self._cid)
             self._cid = self._proc = None
 
-    def _take(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:
+    def _take(self, max_items: int, block: bool, timeout: float | None) -> tuple[str, list[bytes]]:
         self._ready()
         self._refuse_negative(block, timeout, getting=True)
         end = deadline(block, timeout)
         k = self._keys
         bounded = "1" if self._maxsize > 0 else "0"
-        self._recover()
+        lost = self._give_up_consumer
+        self._recover(end=end)
         while True:
-            proc = self._proc or self._consumer()
+            proc = self._proc or self._consumer(end)
             keys = [k.queue, proc, k.meta, k.putters, k.room]
             args = [max_items, lua.SENTINEL, bounded, self._marker_ms, 0]
-            got = self._run(partial(self._script, "GET", keys, args), lost=self._give_up_consumer)
+            got = self._run(partial(self._script, "GET", keys, args, end), lost=lost, end=end)
             if isinstance(got, list):
                 self._hold(proc, got)
-                return got
+                return proc, got
             if got == 2:
                 # Drained, unless a dead consumer's messages are due to come back.
-                if self._recover(now=True):
+                if self._recover(now=True, end=end):
                     continue
                 raise ShutDown
             wait = remaining(end)
             if wait == 0.0:
                 raise Empty
             seconds = self._slice if wait is None else max(0.001, min(wait, self._slice))
-            blmove = partial(self._client.blmove, k.queue, proc, seconds, "RIGHT", "LEFT")
-            moved = cast("bytes | None", self._run(blmove, lost=self._give_up_consumer))
+            blmove = partial(self._call, "BLMOVE", k.queue, proc, "RIGHT", "LEFT", seconds)
+            moved = self._run(partial(blmove, blocks=seconds), lost=lost, end=end)
             if moved is None:
-                self._recover()
+                self._recover(end=end)
                 continue
             if moved == lua.SENTINEL:
-                self._run(partial(self._script, "RETURN_SENTINEL", [k.queue, proc], [moved]))
+                back = partial(self._script, "RETURN_SENTINEL", [k.queue, proc], [moved], end)
+                self._run(back, end=end)
                 raise ShutDown
             self._hold(proc, [moved])
             if max_items > 1:
                 args[0], args[4] = max_items - 1, 1  # and wake a putter for `moved` too
-                more = self._run(partial(self._script, "GET", keys, args))
+                more = self._run(partial(self._script, "GET", keys, args, end), end=end)
                 if isinstance(more, list):
                     self._hold(proc, more)
-                    return [moved, *more]
+                    return proc, [moved, *more]
             elif self._maxsize > 0:
-                self._run(lambda: self._script("MOVED", [k.putters, k.room], [self._marker_ms]))
-            return [moved]
+                moved_args = [self._marker_ms]
+                self._run(partial(self._script, "MOVED", [k.putters, k.room], moved_args, end))
+            return proc, [moved]
 
-    def _members(self) -> list[str]:
-        found: set[bytes] = self._run(lambda: self._client.smembers(self._keys.consumers))  # type: ignore[arg-type,return-value]
+    def _members(self, end: float | None = None) -> list[str]:
+        found = self._run(partial(self._call, "SMEMBERS", self._keys.consumers, end=end), end=end)
         return [m.decode() for m in found]
 
     def _hold(self, proc: str, envelopes: list[bytes]) -> None:
@@ -549,7 +654,9 @@ class RedisQueue(QueueBase[T]):
             self._client.close()
             raise QueueClosed(f"{self!r} was closed while a get waited; its message went back")
 
-    def _recover(self, now: bool = False, mine: list[str] | None = None) -> int:
+    def _recover(
+        self, now: bool = False, mine: list[str] | None = None, end: float | None = None
+    ) -> int:
         """Give back the messages of consumers whose heartbeat lapsed (at most every few
         seconds, unless ``now``), or those of this handle's consumers ``mine``; how many."""
         started = time.monotonic()
@@ -561,20 +668,19 @@ class RedisQueue(QueueBase[T]):
         if mine is not None:
             dead = mine
         else:
-            members = self._members()
+            members = self._members(end)
             others = [m for m in members if m != self._cid]
             if not others:
                 return 0
-            pipe = self._client.pipeline(transaction=False)
-            for cid in others:
-                pipe.exists(k.heartbeat(cid))
-            alive = self._run(pipe.execute)
-            dead = [cid for cid, a in zip(others, alive, strict=True) if not a]
+            beats = [k.heartbeat(cid) for cid in others]
+            alive = self._run(partial(self._call, "MGET", *beats, end=end), end=end)
+            dead = [cid for cid, a in zip(others, alive, strict=True) if a is None]
         moved = 0
         for cid in dead:
             keys = [k.queue, k.meta, k.consumers, k.heartbeat(cid), k.proc(cid), k.joiners]
             args = [cid, lua.SENTINEL, "1" if force else "0", self._marker_ms]
-            moved += max(0, self._run(partial(self._script, "RECOVER", [*keys, k.joined], args)))
+            back = partial(self._script, "RECOVER", [*keys, k.joined], args, end)
+            moved += max(0, self._run(back, end=end))
         return moved
 
     # --- Tasks, sizes, shutdown -------------------------------------------------------
@@ -602,14 +708,15 @@ class RedisQueue(QueueBase[T]):
         k = self._keys
         while True:
             left = self._run(
-                lambda: self._script("UNFINISHED", [k.meta, k.joiners], [self._marker_ms])
+                lambda: self._script("UNFINISHED", [k.meta, k.joiners], [self._marker_ms], end),
+                end=end,
             )
             if left <= 0:
                 return
             wait = remaining(end)
             if wait == 0.0:
                 raise JoinTimeout(f"join() timed out with {left} unfinished tasks")
-            self._wait_on(k.joined, wait)
+            self._wait_on(k.joined, wait, end)
 
     def _sizes(self) -> tuple[int, int, int]:
         k = self._keys
@@ -669,10 +776,11 @@ class RedisQueue(QueueBase[T]):
         n, u, s = self._sizes()
         members = sorted(self._members())
         pipe = self._client.pipeline(transaction=True)
+        pipe.llen(k.dead)
         for cid in members:
             pipe.exists(k.heartbeat(cid))
             pipe.llen(k.proc(cid))
-        facts = self._run(pipe.execute)
+        dead, *facts = self._run(pipe.execute)
         in_flight = {
             cid: {"alive": bool(facts[2 * i]), "in_flight": facts[2 * i + 1]}
             for i, cid in enumerate(members)
@@ -685,6 +793,7 @@ class RedisQueue(QueueBase[T]):
             "shutdown": {0: False, 1: "graceful", 2: "immediate"}.get(s, s),
             "consumers_alive": sum(c["alive"] for c in in_flight.values()),
             "consumers": in_flight,
+            "dead_letters": dead,
             "visibility_timeout": self._visibility,
             "durable": self._durable,
             "serializer": self._serializer.name,
