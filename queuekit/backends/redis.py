@@ -29,7 +29,13 @@ The socket timeout is longer than any slice. Nothing is retried blindly: a put c
 per-thread sequence number the server remembers, so a put retried after a lost reply is not
 pushed twice; a get whose reply was lost gives its consumer id up (its messages come back after
 the visibility timeout). A lost server is retried for ``retry_window`` seconds, then
-``BackendUnavailable``; the next call reconnects by itself.
+``BackendUnavailable``; the next call reconnects by itself. A call with a timeout waits for a
+server that does not answer (stopped, or gone) until its timeout plus ``LATE`` at most.
+
+A message a getter cannot read (not an envelope, or a payload its serializer or authkey
+refuses) goes to the dead-letter list ``{key}:dead`` and the get raises ``CorruptMessage``
+(``AuthenticationError`` for a bad HMAC tag) with its bytes; a ``get_many`` that meets one
+gives the readable messages of its batch back to the front of the queue and raises too.
 """
 
 from __future__ import annotations
