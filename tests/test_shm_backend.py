@@ -45,6 +45,12 @@ def shm() -> ModuleType:
     return importlib.import_module("queuekit.backends.shm")
 
 
+def segment() -> ModuleType:
+    """The module of the backend's shared memory (its layout, locks and waits), imported
+    likewise when first needed."""
+    return importlib.import_module("queuekit.backends._shm_segment")
+
+
 LONG = 20.0
 """Seconds after which a child or a call is taken to hang (the machine is shared and slow)."""
 FORK: Any = multiprocessing.get_context("fork")
@@ -288,7 +294,7 @@ def test_items_cross_the_wrap_in_batches() -> None:
 
 
 def test_checksum_catches_bytes_changed_in_the_ring() -> None:
-    ring = shm()._DATA_AT
+    ring = segment().DATA_AT
     with queuekit.open("shm://?checksum=true&serializer=raw") as q:
         q.put_many([b"first item", b"second item"])
         q._seg.mm[ring + 8] ^= 0xFF  # type: ignore[attr-defined] # as another writer could
@@ -307,7 +313,7 @@ def test_damaged_frame_length_is_caught(many: bool) -> None:
     of whatever bytes follow."""
     with queuekit.open("shm://?serializer=raw") as q:
         q.put_many([b"first", b"second"])
-        second = shm()._DATA_AT + 16  # the second frame's header: its length, then its CRC
+        second = segment().DATA_AT + 16  # the second frame's header: its length, then its CRC
         seg = q._seg  # type: ignore[attr-defined]
         seg.mm[second : second + 4] = (1000).to_bytes(4, "little")
         if many:
@@ -525,7 +531,7 @@ def _exchange(q: ShmQueue[Any], count: int) -> None:
 def test_each_end_without_reading_the_other_unlocked(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where one end's state cannot be read without its lock (all but x86), every look at the
     other end takes both locks: the same items come out, across a small ring and a child."""
-    monkeypatch.setattr(shm(), "_ORDERED", False)
+    monkeypatch.setattr(segment(), "_ORDERED", False)
     count = 400
     with queuekit.open("shm://?capacity=1KiB&serializer=raw") as q:
         with child(_exchange, q, count):
@@ -554,10 +560,10 @@ def test_every_sleeping_getter_is_woken(monkeypatch: pytest.MonkeyPatch, batch: 
     """A put wakes one sleeping getter an item, not all: with three asleep, three items (one
     by one, or in one batch) wake all three. The getters are made to sleep far longer than
     ``LONG`` between their own looks, so a wake-up lost would show as a late item."""
-    monkeypatch.setattr(shm(), "SLICE", 10 * LONG)
+    monkeypatch.setattr(segment(), "SLICE", 10 * LONG)
     with queuekit.open("shm://") as q:
         seg = q._seg  # type: ignore[attr-defined]
-        sleepers_at = shm()._SLEEPERS_AT[shm()._NOT_EMPTY_AT]
+        sleepers_at = segment()._SLEEPERS_AT[segment().NOT_EMPTY_AT]
         ends = [FORK.Pipe(duplex=False) for _ in range(3)]
         children = [FORK.Process(target=_get_one, args=(q, theirs)) for _, theirs in ends]
         for p in children:
