@@ -214,18 +214,34 @@ class RedisQueue(QueueBase[T]):
         try:
             conn = spare.pop()
         except IndexError:  # another thread holds each one
-            conn = self._client.connection_pool.get_connection()
+            conn = self._new_connection()
         try:
             conn.send_command(*args)
             if end is None and not blocks:
                 return conn.read_response()
             wait = max(blocks, end - time.monotonic() if end is not None else 0.0)
-            return conn.read_response(timeout=min(self._socket_timeout, max(wait, 0.0) + LATE))
+            # On the socket itself: read_response(timeout=) is redis-py 5.3 and later.
+            sock = conn._sock
+            sock.settimeout(min(self._socket_timeout, max(wait, 0.0) + LATE))
+            try:
+                return conn.read_response()
+            finally:
+                # Unless an error or close() (in another thread) disconnected it meanwhile.
+                if conn._sock is sock:
+                    with contextlib.suppress(OSError):
+                        sock.settimeout(self._socket_timeout)
         finally:
             if self._keep_connections:
                 spare.append(conn)
             else:  # max_connections= was given: the blocking calls need the pool's too
                 self._client.connection_pool.release(conn)
+
+    def _new_connection(self) -> Any:
+        pool = self._client.connection_pool
+        try:
+            return pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command name
+            return pool.get_connection("_")
 
     def _script(self, name: str, keys: list[str], args: list[Any], end: float | None = None) -> Any:
         try:
