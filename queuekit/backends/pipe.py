@@ -10,9 +10,9 @@ for room, writes its frame (a batch: all its frames, in one ``write``) and count
 claims items and reads exactly their frames, which are whole in the kernel, so neither call
 ever waits inside a system call. The shared state notes where each write ends, so a get that
 claims whole writes (what a put or put_many wrote, or several) reads them in one call and
-splits them after letting go of the lock. The queue is one global FIFO. A frame is a 12-byte header
-(magic, version, flags, the payload's length, and a check word derived from the length) and
-the payload; a reader that finds a bad header, a length beyond the bytes counted in the pipe,
+splits them after letting go of the lock. The queue is one global FIFO. A frame is a 12-byte
+header (magic, version, flags, the payload's length, and a check word derived from the length)
+and the payload; a reader that finds a bad header, a length beyond the bytes counted in the pipe,
 or bytes missing raises :class:`~queuekit.CorruptMessage` (from then on, for every call on
 the queue) instead of returning garbage or waiting for bytes that will not come. The payload
 itself carries no checksum: frames are written whole under the lock, so only a foreign writer
@@ -304,7 +304,7 @@ class _Pipe(ProcessSharedState):
             os.set_blocking(self.wfd, False)
             self.budget = frame_budget(self.capacity)
             self.ring = self.budget // _RING_BYTES
-            super().__init__(maxsize, context, extra_slots=13 + self.ring)
+            super().__init__(maxsize, context, extra_slots=_RING_AT - FIRST_FREE + self.ring)
         except BaseException:
             self.close_fds()
             raise
