@@ -461,7 +461,12 @@ class RedisQueue(QueueBase[T]):
             args = [self._marker_ms, lua.SENTINEL, len(members), *members, len(bad), *bad, *good]
             if self._run(partial(self._script, "DEAD_LETTER", keys, args)) >= 0:
                 break
-        error = next(err for err in errors if err is not None)
+        error = next((err for err in errors if err is not None), None)
+        if error is None:  # a load failed once and not when tried again (out of memory?)
+            error = CorruptMessage(
+                f"{self._shown}: a message failed to load and then loaded when tried again; "
+                f"the {len(envelopes)} messages taken went back to the front of the queue"
+            )
         if len(envelopes) > 1:
             error.args = (
                 f"{error.args[0]}. Of the {len(envelopes)} messages this get_many took, "
