@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ops = args.ops - args.ops % BATCH
     with server(args.url) as url:
+        server_version = redis.Redis.from_url(url).info("server")["redis_version"]
         cases = scenarios(url, ops)
         raw: dict[str, list[float]] = {name: [] for name in cases}
         ours: dict[str, list[float]] = {name: [] for name in cases}
@@ -220,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                     ours[name].append(qk_fn())
     lines = [
         f"{args.repeat} rounds of {ops} operations (items of {len(ITEM)} bytes), "
-        f"Python {sys.version.split()[0]}, redis-py {redis.__version__}",
+        f"Python {sys.version.split()[0]}, redis-py {redis.__version__} "
+        f"({'with' if redis.utils.HIREDIS_AVAILABLE else 'without'} hiredis), "
+        f"Redis {server_version}",
         "",
         "| scenario | raw redis-py | queuekit redis:// | queuekit / raw cost | target | met? |",
         "|---|---:|---:|---:|---|---|",
