@@ -5,23 +5,40 @@ waiters may be in any process: everything of the contract except moving the byte
 (``mp://``, ``pipe://``) holds one :class:`ProcessSharedState` and passes it to child processes
 inside its handle; backends never import each other, only this module.
 
-A process killed while *waiting* (in ``get``, ``put`` or ``join``) is harmless. One killed while
-holding the lock (for microseconds, or while its transport reads or writes under it) leaves the
-lock held for good, as with any ``multiprocessing`` lock.
+A process killed while *waiting* (in ``get``, ``put`` or ``join``) is harmless. On Linux the lock
+is a robust mutex in a private shared mapping (see :mod:`queuekit._shmsync`): a process killed
+while holding it does not freeze the others; the next one to take it runs
+:meth:`ProcessSharedState.repair` first. Elsewhere it is a ``multiprocessing`` lock, which a
+process killed holding it leaves held for good.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
+import mmap
 import multiprocessing
+import os
 import time
+from collections.abc import Callable
 from multiprocessing.context import get_spawning_popen
+from multiprocessing.reduction import DupFd
 from multiprocessing.synchronize import Lock, Semaphore
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ._base import QueueBase, check_batch_fits, deadline, remaining
 from ._errors import Empty, Full, InvalidURL, JoinTimeout, QueueClosed, ShutDown
 from ._protocol import Capabilities
+from ._shmsync import (
+    MUTEX_BYTES,
+    UNAVAILABLE,
+    mutex_at,
+    mutex_init,
+    mutex_lock,
+    mutex_trylock,
+    mutex_unlock,
+)
 from ._urls import Param, as_int, as_serializer
 
 if TYPE_CHECKING:
@@ -31,9 +48,11 @@ __all__ = [
     "PROCESS_PARAMS",
     "START_METHODS",
     "ProcessSharedState",
+    "RobustLock",
     "SharedStateHandle",
     "as_context",
     "check_travel",
+    "make_lock",
     "primitives_context",
     "start_methods_for",
 ]
@@ -43,8 +62,8 @@ T = TypeVar("T")
 START_METHODS = ("fork", "spawn", "forkserver")
 
 # Slots of the shared array; a subclass appends its own after FIRST_FREE.
-COUNT, UNFINISHED, SHUTDOWN, _SLEEP_NOT_EMPTY, _SLEEP_NOT_FULL, _SLEEP_TASKS = range(6)
-FIRST_FREE = 6
+COUNT, UNFINISHED, SHUTDOWN, _SLEEP_NOT_EMPTY, _SLEEP_NOT_FULL, _SLEEP_TASKS, _REPAIRS = range(7)
+FIRST_FREE = 7
 
 # Values of the SHUTDOWN slot.
 GRACEFUL, IMMEDIATE = 1, 2
@@ -117,6 +136,75 @@ def check_travel(handle: object, scheme: str, context: str, closed: bool) -> Non
         )
 
 
+class RobustLock:
+    """A robust, process-shared mutex alone in a private shared mapping (a ``memfd``).
+
+    It goes to child processes of any start method, as a descriptor. When a holder dies, the
+    next process to take it calls ``on_owner_dead`` (set by its owner, never sent to children)
+    before anything else: what the dead one did under the lock may be unfinished.
+    """
+
+    on_owner_dead: Callable[[], None] | None
+
+    def __init__(self) -> None:
+        self._fd = os.memfd_create("queuekit-lock", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self._fd, MUTEX_BYTES)
+            self._map()
+            mutex_init(self._addr)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.on_owner_dead = None
+
+    def _map(self) -> None:
+        self._mm = mmap.mmap(self._fd, MUTEX_BYTES)
+        self._pin = ctypes.c_char.from_buffer(self._mm)  # the mutex is used by address
+        self._addr = ctypes.addressof(self._pin)
+        self.mutex = mutex_at(self._addr)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fd": DupFd(self._fd)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._fd = state["fd"].detach()
+        os.set_inheritable(self._fd, False)
+        self._map()
+        self.on_owner_dead = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):
+            os.close(self._fd)
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        tried = mutex_trylock(self.mutex)
+        if tried == errno.EBUSY and not block:
+            return False
+        self.locked(tried)
+        return True
+
+    def locked(self, tried: int) -> None:
+        """Finish taking the mutex after a ``mutex_trylock`` that returned ``tried``."""
+        if tried and mutex_lock(self.mutex, tried) and self.on_owner_dead is not None:
+            self.on_owner_dead()
+
+    def release(self) -> None:
+        mutex_unlock(self.mutex)
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        mutex_unlock(self.mutex)
+
+
+def make_lock(ctx: BaseContext) -> RobustLock | Lock:
+    """A :class:`RobustLock` where the platform has them, else a ``multiprocessing`` lock."""
+    if not UNAVAILABLE and hasattr(os, "memfd_create"):
+        return RobustLock()
+    return ctx.Lock()
+
+
 class _Waiters:
     """A condition variable on the queue's lock, for waiters in any process.
 
@@ -128,7 +216,11 @@ class _Waiters:
     """
 
     def __init__(
-        self, ctx: BaseContext, lock: Lock, state: ctypes.Array[ctypes.c_int64], slot: int
+        self,
+        ctx: BaseContext,
+        lock: RobustLock | Lock,
+        state: ctypes.Array[ctypes.c_int64],
+        slot: int,
     ):
         self._lock = lock
         self._state = state
@@ -148,10 +240,12 @@ class _Waiters:
                 self._state[self._slot] -= 1
 
     def notify(self, n: int = 1) -> None:
+        # Tokens first: a notifier killed half-way leaves sleepers counted (and woken again by
+        # the repair), never sleepers uncounted whom nothing would wake.
         k = min(n, self._state[self._slot])
-        self._state[self._slot] -= k
         for _ in range(k):
             self._sem.release()
+        self._state[self._slot] -= k
 
     def notify_all(self) -> None:
         self.notify(self._state[self._slot])
@@ -175,11 +269,29 @@ class ProcessSharedState:
             raise InvalidURL(f"bad value {context!r} for 'context': {exc}") from None
         self.maxsize = maxsize
         ctx = primitives_context(self.context)
-        self.lock = ctx.Lock()
+        self.lock = make_lock(ctx)
         self.slots = ctx.RawArray(ctypes.c_int64, FIRST_FREE + extra_slots)
         self.not_empty = _Waiters(ctx, self.lock, self.slots, _SLEEP_NOT_EMPTY)
         self.not_full = _Waiters(ctx, self.lock, self.slots, _SLEEP_NOT_FULL)
         self.all_tasks_done = _Waiters(ctx, self.lock, self.slots, _SLEEP_TASKS)
+        self._link()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._link()
+
+    def _link(self) -> None:
+        if isinstance(self.lock, RobustLock):
+            self.lock.on_owner_dead = self.repair
+
+    def repair(self) -> None:
+        """Called with the lock just taken from a process that died holding it: make the state
+        whole again. Here: wake every waiter, since the dead one may have owed wake-ups
+        (waiters re-check, so a spurious one costs a look). Subclasses repair their transport
+        first."""
+        self.slots[_REPAIRS] += 1
+        for waiters in (self.not_empty, self.not_full, self.all_tasks_done):
+            waiters.notify_all()
 
     # --- With the lock held -------------------------------------------------------------
 
@@ -201,7 +313,18 @@ class ProcessSharedState:
         It spins a little before sleeping: the holder, on another CPU, usually lets go within
         microseconds, and a sleep costs both processes a futex round trip and a wake-up.
         """
-        try_lock = self.lock.acquire
+        lock = self.lock
+        if isinstance(lock, RobustLock):
+            trylock, mutex = mutex_trylock, lock.mutex
+            tried = trylock(mutex)
+            spins = SPINS
+            while tried == errno.EBUSY and spins:
+                tried = trylock(mutex)
+                spins -= 1
+            if tried:
+                lock.locked(tried)
+            return
+        try_lock = lock.acquire
         if try_lock(False):
             return
         for _ in range(SPINS):
@@ -236,8 +359,10 @@ class ProcessSharedState:
     def added(self, n: int) -> None:
         """Count ``n`` items in, as put; they can be claimed from now on."""
         s = self.slots
-        s[COUNT] += n
+        # Unfinished first: a process killed between the two leaves a task that join() waits
+        # for, as for an item a killed consumer held, never one that task_done() refuses.
         s[UNFINISHED] += n
+        s[COUNT] += n
         if s[_SLEEP_NOT_EMPTY]:
             self.not_empty.notify(n)
 
@@ -326,12 +451,15 @@ class ProcessSharedState:
     def snapshot(self) -> dict[str, Any]:
         """The shared facts, for a backend's ``info()``."""
         with self.lock:
-            count, unfinished, shut = (self.slots[i] for i in (COUNT, UNFINISHED, SHUTDOWN))
+            count, unfinished, shut, repairs = (
+                self.slots[i] for i in (COUNT, UNFINISHED, SHUTDOWN, _REPAIRS)
+            )
         return {
             "maxsize": self.maxsize,
             "qsize": count,
             "unfinished": unfinished,
             "shutdown": bool(shut),
+            "repairs": repairs,
             "context": self.context or "any",
             "start_methods": list(start_methods_for(self.context)),
         }

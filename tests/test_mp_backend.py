@@ -385,6 +385,7 @@ def test_repr_info_and_close(opened: Callable[..., MPQueue[Any]]) -> None:
         "qsize": 1,
         "unfinished": 2,
         "shutdown": False,
+        "repairs": 0,
         "serializer": "pickle",
         "context": "any",
         "start_methods": START_METHODS,

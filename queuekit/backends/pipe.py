@@ -7,9 +7,9 @@ rather than a process that cannot be joined. Linux only.
 
 One shared lock (see :mod:`queuekit._procstate`) covers the counts and the pipe: a put waits
 for room, writes its frame (a batch: all its frames, in one ``write``) and counts it in; a get
-claims items and reads exactly their frames, which are whole in the kernel, so neither call
-ever waits inside a system call. The shared state notes where each write ends, so a get that
-claims whole writes (what a put or put_many wrote, or several) reads them in one call and
+claims items and reads exactly their frames, which are whole in the kernel, in one ``read``,
+so neither call ever waits inside a system call. The shared state notes the size of every
+frame in the pipe, so a get knows how many bytes its claim takes before it reads them, and
 splits them after letting go of the lock. The queue is one global FIFO. A frame is a 12-byte
 header (magic, version, flags, the payload's length, and a check word derived from the length)
 and the payload; a reader that finds a bad header, a length beyond the bytes counted in the pipe,
@@ -44,18 +44,27 @@ twice a second whether any read end is left, and raises
 once every handle in every process has closed its read end or exited. Python ignores
 ``SIGPIPE``; a program that restores its default dies of it like any pipe writer.
 
-As with ``mp://``, a process killed while waiting (in get, put or join) is harmless, unless the
-kill lands in the microseconds that a waiting putter spends under the lock, twice a second,
-looking at the pipe again; one killed while writing into or reading from the pipe (under the
-lock) leaves the queue unusable.
+Kills. The lock is robust: a process killed at any instant, even holding it, freezes no one.
+Before its one ``write`` or ``read`` under the lock, a put or get notes in the shared state what
+it is about to do (a journal); the next process to take the lock after a death compares the
+bytes the kernel holds (``FIONREAD``) with the journal, and finishes or undoes the dead one's
+call: a write the kernel took is counted in, one it did not is forgotten; frames a dead getter
+did not read go back to the queue, and the rest of a read it did not finish is skipped. A write
+that fits the pipe is never cut by a kill (the kernel copies it whole), so only the frames a
+killed getter had read are lost. A stream that cannot be made whole again (bytes the journal
+does not explain, or a putter killed while finishing a write the kernel took in part, see
+below) raises ``CorruptMessage`` from then on; nothing waits for bytes that will not come.
 """
 
 from __future__ import annotations
 
+import array
+import ctypes
 import fcntl
 import os
 import select
 import struct
+import termios
 import threading
 import time
 from collections.abc import Iterable
@@ -77,8 +86,10 @@ from .._procstate import (
     IMMEDIATE,
     PROCESS_PARAMS,
     SHUTDOWN,
+    UNFINISHED,
     ProcessSharedState,
     SharedStateHandle,
+    primitives_context,
 )
 from .._protocol import Capabilities
 from .._serializers import Serializer, dumps_many, get_serializer, loads_many
@@ -105,32 +116,29 @@ _HEAD = _HEADER.size
 
 # Below this, a put joins header and payload (a small copy) rather than passing both to writev.
 _JOIN_BELOW = 16 * 1024
-# A get that claims every frame in the pipe reads them in one call, unless it is one big frame
-# (then header and payload are read apart, so the payload is not copied again).
-_ONE_READ = 64 * 1024
 
 # Slots of the shared array beyond the common ones.
 _BYTES = FIRST_FREE  # bytes of counted frames in the pipe
-_TORN = FIRST_FREE + 1  # a write is being finished outside the lock; other putters wait
-_CORRUPT = FIRST_FREE + 2  # a reader found the stream corrupt; the queue is unusable
+_TORN = FIRST_FREE + 1  # pid of a putter finishing a write outside the lock; other putters wait
+_CORRUPT = FIRST_FREE + 2  # _BROKEN: the stream is corrupt; _SKIPPING: see _SKIP
 _LATE = FIRST_FREE + 3  # writes the kernel took only in part (see _finish_write)
 # The longest-waiting putter keeps the bytes it needs from later putters (see has_room): how
 # many, whose (a thread id, unique on the system), since when it waits, and when it last
 # checked (monotonic milliseconds).
 _HOLD, _HOLDER, _HOLD_SINCE, _HOLD_SEEN = (FIRST_FREE + i for i in range(4, 8))
-# The header of the front frame, when a get has read it already (its tag + 1; 0: not read).
-_NEXT_TAG, _NEXT_LENGTH, _NEXT_CHECK = (FIRST_FREE + i for i in range(8, 11))
-# Where the writes in the pipe begin and end, so that a get that claims whole writes reads
-# them in one call: a ring of slots, one a write (a put or a put_many) in the order written,
-# from the slot at _FRONT on, _WRITES of them, each its frames * _PER_WRITE + its bytes; the
-# front slot counts what is left of its write (a header read ahead still counts). The ring
-# has a slot for every _RING_BYTES of the frame budget (128 KiB of slots for a 1 MiB pipe);
-# when it is full, a write is added to the newest slot: gets then read those frames one by
-# one, as they must when they claim part of a write.
-_FRONT, _WRITES = FIRST_FREE + 11, FIRST_FREE + 12
-_RING_AT = FIRST_FREE + 13
-_RING_BYTES = 32
-_PER_WRITE = 1 << 32  # more than the bytes a pipe holds
+# Frames read and frames written since the queue was made: the frame numbered i has its size
+# (header included) in the ring of sizes at i % ring.
+_READ, _WRITTEN = FIRST_FREE + 8, FIRST_FREE + 9
+# The journal of the call under the lock, for the repair after a death (see _Pipe.repair):
+# _OP is frames * _PER_OP + bytes, positive for a put and negative for a get, 0 for none;
+# then the values it changes, as they were before it.
+_OP, _OP_SEQ, _OP_BYTES, _OP_UNFINISHED = (FIRST_FREE + i for i in range(10, 14))
+# Bytes at the front of the pipe that the next get skips: the rest of a read a killed getter
+# did not finish, when the process that repaired the queue had no read end.
+_SKIP = FIRST_FREE + 14
+_EXTRA_SLOTS = 15
+_PER_OP = 1 << 32  # more than the bytes a pipe holds
+_BROKEN, _SKIPPING = 1, 2
 
 HOLD_STALE = 3.0
 """Seconds after which a hold whose owner stopped checking (a killed putter) is void."""
@@ -275,6 +283,22 @@ def _split(data: bytes, head: _Head | None, k: int) -> list[bytes]:
     return payloads
 
 
+def _unread(fd: int) -> int:
+    """The bytes in the pipe of ``fd`` (either end), as the kernel counts them."""
+    value: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    return value
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
@@ -303,11 +327,17 @@ class _Pipe(ProcessSharedState):
             os.set_blocking(self.rfd, False)
             os.set_blocking(self.wfd, False)
             self.budget = frame_budget(self.capacity)
-            self.ring = self.budget // _RING_BYTES
-            super().__init__(maxsize, context, extra_slots=_RING_AT - FIRST_FREE + self.ring)
+            # A frame takes at least a header, and the pipe never holds more than its capacity.
+            self.ring = self.capacity // _HEAD + 2
+            super().__init__(maxsize, context, extra_slots=_EXTRA_SLOTS)
+            self.sizes = primitives_context(self.context).RawArray(ctypes.c_uint32, self.ring)
+            self._view()
         except BaseException:
             self.close_fds()
             raise
+
+    def _view(self) -> None:
+        self.sizes_view = memoryview(self.sizes).cast("B").cast("I")
 
     def __getstate__(self) -> dict[str, Any]:
         # Only while a child process is being started (the handle checked): the child gets
@@ -315,6 +345,7 @@ class _Pipe(ProcessSharedState):
         state = dict(self.__dict__)
         state["rfd"] = DupFd(self.rfd) if self.rfd >= 0 else None
         state["wfd"] = DupFd(self.wfd)
+        del state["sizes_view"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -323,7 +354,8 @@ class _Pipe(ProcessSharedState):
             state[end] = -1 if dup is None else dup.detach()
             if state[end] >= 0:
                 os.set_inheritable(state[end], False)
-        self.__dict__.update(state)
+        super().__setstate__(state)
+        self._view()
 
     def close_fds(self) -> None:
         for end in ("rfd", "wfd"):
@@ -350,8 +382,14 @@ class _Pipe(ProcessSharedState):
         # so the pipe drains until that one fits, and a large frame is not starved by a stream
         # of smaller ones.
         s = self.slots
-        if 0 < self.maxsize < s[COUNT] + n or s[_TORN]:
+        if 0 < self.maxsize < s[COUNT] + n or s[_WRITTEN] - s[_READ] + n >= self.ring:
             return False
+        torn = s[_TORN]
+        if torn:
+            if _alive(torn):
+                return False
+            s[_TORN], s[_CORRUPT] = 0, _BROKEN
+            raise _corrupt("a putter was killed while it finished a write the kernel took in part")
         waiting, hold = s[_BYTES], s[_HOLD]
         if not hold:
             return self.fits(waiting, nbytes) or self._hold(nbytes, since)
@@ -414,10 +452,17 @@ class _Pipe(ProcessSharedState):
         )
 
     def send(
-        self, frames: bytes | list[bytes], n: int, nbytes: int, block: bool, timeout: float | None
+        self,
+        frames: bytes | list[bytes],
+        sizes: int | array.array[int],
+        nbytes: int,
+        block: bool,
+        timeout: float | None,
     ) -> None:
-        """Write ``n`` items' frames, ``nbytes`` in all, once they fit, and count them in."""
+        """Write frames of ``sizes`` (one frame's, or an array of them), ``nbytes`` in all, once
+        they fit, and count them in."""
         s = self.slots
+        n = 1 if isinstance(sizes, int) else len(sizes)
         self.acquire()
         try:
             # The usual case, room now and nobody waiting for it first, is told apart from the
@@ -429,28 +474,36 @@ class _Pipe(ProcessSharedState):
                 or s[_HOLD]
                 or s[_TORN]
                 or s[SHUTDOWN]
-                or s[_CORRUPT]
+                or s[_CORRUPT] == _BROKEN
                 or 0 < self.maxsize < s[COUNT] + n
             ):
-                if s[_CORRUPT]:
+                if s[_CORRUPT] == _BROKEN:
                     raise _corrupt("found by an earlier get")
                 try:
                     self.wait_for_room(n, nbytes, block, timeout)
                 except BaseException:
                     self.release_hold()
                     raise
-            if nbytes and not self._write(frames, nbytes):
+            if not n:
                 return
+            seq = s[_WRITTEN]
+            at, ring = seq % self.ring, self.ring
+            if isinstance(sizes, int):
+                self.sizes_view[at] = sizes
+            elif at + n <= ring:
+                self.sizes_view[at : at + n] = sizes
+            else:
+                self.sizes_view[at:] = sizes[: ring - at]
+                self.sizes_view[: at + n - ring] = sizes[ring - at :]
+            s[_OP_SEQ], s[_OP_BYTES], s[_OP_UNFINISHED] = seq, s[_BYTES], s[UNFINISHED]
+            s[_OP] = n * _PER_OP + nbytes
+            if not self._write(frames, nbytes):
+                s[_OP] = 0
+                return
+            s[_WRITTEN] = seq + n
             s[_BYTES] += nbytes
             self.added(n)
-            if n:  # noted in the ring
-                writes = s[_WRITES]
-                ring = self.ring
-                if writes < ring:
-                    s[_RING_AT + (s[_FRONT] + writes) % ring] = n * _PER_WRITE + nbytes
-                    s[_WRITES] = writes + 1
-                else:
-                    s[_RING_AT + (s[_FRONT] + writes - 1) % ring] += n * _PER_WRITE + nbytes
+            s[_OP] = 0
         finally:
             self.lock.release()
 
@@ -473,10 +526,13 @@ class _Pipe(ProcessSharedState):
         Never seen on Linux; if a kernel packs pipes otherwise, the rest of the frame is
         written once readers make room, with the lock released (readers only read counted
         frames, which come before this one) and other putters held back, so no frame tears.
+        A putter killed meanwhile leaves the stream torn: the next putter finds it dead.
         """
         rest = memoryview(frames if isinstance(frames, bytes) else b"".join(frames))[written:]
         s = self.slots
-        s[_TORN] = 1
+        op = s[_OP]
+        s[_OP] = 0  # not a call under the lock any more, until it is taken again
+        s[_TORN] = os.getpid()
         s[_LATE] += 1
         self.lock.release()
         try:
@@ -493,7 +549,12 @@ class _Pipe(ProcessSharedState):
             self.lock.acquire()
             s[_TORN] = 0
             self.made_room()
-        return s[SHUTDOWN] != IMMEDIATE
+        if s[SHUTDOWN] == IMMEDIATE:
+            return False
+        # Readers took frames meanwhile; the write is whole in the kernel, beside them.
+        s[_OP_BYTES], s[_OP_UNFINISHED] = s[_BYTES], s[UNFINISHED]
+        s[_OP] = op
+        return True
 
     # --- Getting ----------------------------------------------------------------------------
 
@@ -513,109 +574,44 @@ class _Pipe(ProcessSharedState):
                 claimed = min(max_items, count)
                 s[COUNT] = count - claimed
             else:
+                if s[_CORRUPT] == _SKIPPING:
+                    self._skip()
                 if s[_CORRUPT]:
                     raise _corrupt("found by an earlier get")
                 claimed = self.wait_for_items(max_items, block, timeout)
+            seq = s[_READ]
+            at, ring = seq % self.ring, self.ring
+            if claimed == 1:
+                nbytes = self.sizes_view[at]
+            elif at + claimed <= ring:
+                nbytes = sum(self.sizes_view[at : at + claimed])
+            else:
+                nbytes = sum(self.sizes_view[at:]) + sum(self.sizes_view[: at + claimed - ring])
+            waiting = s[_BYTES]
+            s[_OP_SEQ], s[_OP_BYTES], s[_OP] = seq, waiting, -(claimed * _PER_OP + nbytes)
+            s[_READ], s[_BYTES] = seq + claimed, waiting - nbytes
             try:
-                pieces = self._read(claimed)
+                data = self._read_exactly(nbytes)
             except CorruptMessage:
-                s[_CORRUPT] = 1
+                s[_CORRUPT] = _BROKEN
                 raise
+            finally:
+                s[_OP] = 0
             self.made_room()
         finally:
             self.lock.release()
-        # Whole writes read in one piece are split without holding up other processes.
+        # Split without holding up other processes.
         try:
-            if len(pieces) == 1:
-                piece = pieces[0]
-                return _split(*piece) if isinstance(piece, tuple) else [piece]
-            payloads: list[bytes] = []
-            for piece in pieces:
-                if isinstance(piece, tuple):
-                    payloads += _split(*piece)
-                else:
-                    payloads.append(piece)
-            return payloads
-        except CorruptMessage:
-            with self.lock:
-                s[_CORRUPT] = 1
-            raise
-
-    def _read(self, k: int) -> list[bytes | tuple[bytes, _Head | None, int]]:
-        """The ``k`` frames at the front of the pipe, just claimed, in order: the payloads of
-        frames read one by one, and the bytes of whole writes read in one piece with how many
-        frames they hold (and the first header, if it was read already) for the caller to split.
-
-        A write of which only some frames are claimed, or one frame too large to copy again,
-        is read frame by frame (see :meth:`_frame`).
-        """
-        s = self.slots
-        front, writes, ahead = s[_FRONT], s[_WRITES], s[_NEXT_TAG]
-        n, nbytes = divmod(s[_RING_AT + front], _PER_WRITE)
-        head: _Head | None = (ahead - 1, s[_NEXT_LENGTH], s[_NEXT_CHECK]) if ahead else None
-        if n == k and not ahead and (k > 1 or nbytes <= _ONE_READ):
-            # The claim is the front write, as a get that takes what a put wrote finds it.
-            s[_BYTES] -= nbytes
-            s[_FRONT], s[_WRITES] = (front + 1) % self.ring, writes - 1
-            data = self._read_exactly(nbytes)
-            if k > 1:
-                return [(data, None, k)]
+            if claimed > 1:
+                return _split(data, None, claimed)
             if data[:_HEAD] != _HEADERS[nbytes - _HEAD]:
                 length = _check(_HEADER.unpack_from(data), nbytes - _HEAD)  # raises, or:
                 raise _corrupt(f"a frame of {length} bytes was counted as {nbytes - _HEAD}")
             return [data[_HEAD:]]
-        left = s[_BYTES]
-        pieces: list[bytes | tuple[bytes, _Head | None, int]] = []
-        while k:
-            if not writes:
-                raise _corrupt(f"{k} claimed frames are not among the writes counted")
-            n, nbytes = divmod(s[_RING_AT + front], _PER_WRITE)
-            if n > k or (n == 1 and nbytes > _ONE_READ):
-                take = min(k, n)
-                for _ in range(take):
-                    payload, head, left, nbytes = self._frame(head, left, nbytes)
-                    pieces.append(payload)
-                if take < n:
-                    s[_RING_AT + front] = (n - take) * _PER_WRITE + nbytes
-                else:
-                    front, writes = (front + 1) % self.ring, writes - 1
-                k -= take
-                continue
-            count = total = 0
-            while writes:  # whole writes, as many as are claimed
-                n, nbytes = divmod(s[_RING_AT + front], _PER_WRITE)
-                if n > k - count or (n == 1 and nbytes > _ONE_READ):
-                    break
-                count += n
-                total += nbytes
-                front = (front + 1) % self.ring
-                writes -= 1
-            if head is not None:
-                total -= _HEAD
-            pieces.append((self._read_exactly(total), head, count))
-            head, left, k = None, left - total, k - count
-        s[_BYTES], s[_FRONT], s[_WRITES] = left, front, writes
-        if head:
-            s[_NEXT_TAG], s[_NEXT_LENGTH], s[_NEXT_CHECK] = head[0] + 1, head[1], head[2]
-        elif ahead:
-            s[_NEXT_TAG] = 0
-        return pieces
-
-    def _frame(
-        self, head: _Head | None, left: int, rest: int
-    ) -> tuple[bytes, _Head | None, int, int]:
-        """The payload of the front frame (its header read already, if ``head`` is given), the
-        header of the next frame of its write, read along when it has one, and ``left`` (bytes
-        in the pipe) and ``rest`` (of the write) less the bytes read: one call a frame."""
-        if head is None:
-            head = _HEADER.unpack(self._read_exactly(_HEAD))
-            left -= _HEAD
-        length = _check(head, left)
-        rest -= _HEAD + length
-        if rest and length <= _ONE_READ:
-            data = self._read_exactly(length + _HEAD)
-            return data[:length], _HEADER.unpack_from(data, length), left - length - _HEAD, rest
-        return self._read_exactly(length), None, left - length, rest
+        except CorruptMessage:
+            with self.lock:
+                s[_CORRUPT] = _BROKEN
+            raise
 
     def _read_exactly(self, n: int) -> bytes:
         # Every counted frame is whole in the kernel: one read gets it all, or bytes are gone.
@@ -626,6 +622,57 @@ class _Pipe(ProcessSharedState):
         if len(data) != n:
             raise _corrupt(f"{n} bytes were counted in the pipe, {len(data)} were there")
         return data
+
+    def _skip(self) -> None:
+        """Read and drop the rest of a killed getter's read (see :meth:`repair`)."""
+        s = self.slots
+        # Bytes beyond the counted ones, not the number noted: a getter killed while skipping
+        # may have skipped some.
+        extra = min(s[_SKIP], _unread(self.rfd) - s[_BYTES])
+        if extra > 0:
+            self._read_exactly(extra)
+        s[_SKIP], s[_CORRUPT] = 0, 0
+
+    # --- After a death ------------------------------------------------------------------------
+
+    def repair(self) -> None:
+        """Finish or undo the call of the process that died holding the lock (its journal),
+        from what the kernel holds; then count the frames, and wake everyone."""
+        s = self.slots
+        op = s[_OP]
+        if op and s[SHUTDOWN] != IMMEDIATE and s[_CORRUPT] != _BROKEN:
+            self._replay(op)
+        s[_OP] = 0
+        if s[SHUTDOWN] != IMMEDIATE:
+            s[COUNT] = s[_WRITTEN] - s[_READ]
+        super().repair()
+
+    def _replay(self, op: int) -> None:
+        s = self.slots
+        skipping = s[_SKIP] if s[_CORRUPT] == _SKIPPING else 0
+        there = _unread(self.wfd) - skipping
+        before, seq = s[_OP_BYTES], s[_OP_SEQ]
+        if op > 0:  # a put: did its write happen?
+            n, nbytes = divmod(op, _PER_OP)
+            if there not in (before, before + nbytes):
+                s[_CORRUPT] = _BROKEN  # a write cut short: nothing after it can be read
+                return
+            done = n if there > before else 0
+            s[_WRITTEN], s[UNFINISHED], s[_BYTES] = seq + done, s[_OP_UNFINISHED] + done, there
+            return
+        k, nbytes = divmod(-op, _PER_OP)
+        if there == before:  # a get that read nothing: its frames go back to the queue
+            s[_READ], s[_BYTES] = seq, before
+            return
+        after = before - nbytes
+        if not after <= there < before:
+            s[_CORRUPT] = _BROKEN
+            return
+        s[_READ], s[_BYTES] = seq + k, after
+        if there > after:  # a read cut short: the rest of its frames are skipped
+            s[_SKIP], s[_CORRUPT] = skipping + there - after, _SKIPPING
+            if self.rfd >= 0:
+                self._skip()
 
     def snapshot(self) -> dict[str, Any]:
         facts = super().snapshot()
@@ -697,7 +744,7 @@ class PipeQueue(SharedStateHandle[T]):
         head = _HEADERS[len(data)]
         # Small frames are joined (a cheap copy); large ones go as two buffers of one writev.
         self._shared.send(
-            head + data if size < _JOIN_BELOW else [head, data], 1, size, block, timeout
+            head + data if size < _JOIN_BELOW else [head, data], size, size, block, timeout
         )
 
     def put_many(
@@ -720,7 +767,8 @@ class PipeQueue(SharedStateHandle[T]):
                 f"capacity={self._shared.capacity} holds at once; split it into smaller "
                 "put_many calls, or raise capacity="
             )
-        self._shared.send(frames, n, len(frames), block, timeout)
+        sizes = array.array("I", map(_HEAD.__add__, lengths))
+        self._shared.send(frames, sizes, len(frames), block, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         self._check_open()
