@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import mmap
 import multiprocessing
 import os
@@ -185,6 +186,12 @@ class RobustLock:
 
     def locked(self, tried: int) -> None:
         """Finish taking the mutex after a ``mutex_trylock`` that returned ``tried``."""
+        # Held for microseconds by a process on another CPU: trying again for a while costs
+        # less than sleeping in the kernel and being woken.
+        spins = SPINS
+        while tried == errno.EBUSY and spins:
+            tried = mutex_trylock(self.mutex)
+            spins -= 1
         if tried and mutex_lock(self.mutex, tried) and self.on_owner_dead is not None:
             self.on_owner_dead()
 
@@ -205,6 +212,12 @@ def make_lock(ctx: BaseContext) -> RobustLock | Lock:
     return ctx.Lock()
 
 
+def view_of(array: ctypes.Array[Any]) -> memoryview:
+    """The items of a ctypes array of integers, read and written at less cost than through
+    the array (about 15 ns an access instead of 25)."""
+    return memoryview(array).cast("B").cast(array._type_._type_)
+
+
 class _Waiters:
     """A condition variable on the queue's lock, for waiters in any process.
 
@@ -223,9 +236,19 @@ class _Waiters:
         slot: int,
     ):
         self._lock = lock
-        self._state = state
+        self._raw = state
+        self._state = view_of(state)
         self._slot = slot
         self._sem: Semaphore = ctx.Semaphore(0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_state"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._state = view_of(self._raw)
 
     def wait(self, timeout: float | None) -> None:
         self._state[self._slot] += 1
@@ -270,19 +293,32 @@ class ProcessSharedState:
         self.maxsize = maxsize
         ctx = primitives_context(self.context)
         self.lock = make_lock(ctx)
-        self.slots = ctx.RawArray(ctypes.c_int64, FIRST_FREE + extra_slots)
-        self.not_empty = _Waiters(ctx, self.lock, self.slots, _SLEEP_NOT_EMPTY)
-        self.not_full = _Waiters(ctx, self.lock, self.slots, _SLEEP_NOT_FULL)
-        self.all_tasks_done = _Waiters(ctx, self.lock, self.slots, _SLEEP_TASKS)
+        self._raw = ctx.RawArray(ctypes.c_int64, FIRST_FREE + extra_slots)
+        self.not_empty = _Waiters(ctx, self.lock, self._raw, _SLEEP_NOT_EMPTY)
+        self.not_full = _Waiters(ctx, self.lock, self._raw, _SLEEP_NOT_FULL)
+        self.all_tasks_done = _Waiters(ctx, self.lock, self._raw, _SLEEP_TASKS)
         self._link()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["slots"], state["release"], state["mutex"]  # remade in the child by _link
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._link()
 
     def _link(self) -> None:
-        if isinstance(self.lock, RobustLock):
-            self.lock.on_owner_dead = self.repair
+        self.slots = view_of(self._raw)
+        lock = self.lock
+        self.release: Callable[[], object]
+        self.mutex: Any = None
+        if isinstance(lock, RobustLock):
+            lock.on_owner_dead = self.repair
+            self.mutex = lock.mutex
+            self.release = functools.partial(mutex_unlock, lock.mutex)
+        else:
+            self.release = lock.release
 
     def repair(self) -> None:
         """Called with the lock just taken from a process that died holding it: make the state
@@ -315,12 +351,7 @@ class ProcessSharedState:
         """
         lock = self.lock
         if isinstance(lock, RobustLock):
-            trylock, mutex = mutex_trylock, lock.mutex
-            tried = trylock(mutex)
-            spins = SPINS
-            while tried == errno.EBUSY and spins:
-                tried = trylock(mutex)
-                spins -= 1
+            tried = mutex_trylock(lock.mutex)
             if tried:
                 lock.locked(tried)
             return

@@ -88,11 +88,14 @@ from .._procstate import (
     SHUTDOWN,
     UNFINISHED,
     ProcessSharedState,
+    RobustLock,
     SharedStateHandle,
     primitives_context,
+    view_of,
 )
 from .._protocol import Capabilities
 from .._serializers import Serializer, dumps_many, get_serializer, loads_many
+from .._shmsync import UNAVAILABLE, mutex_trylock
 from .._urls import Param, QueueURL, as_size, bind_params
 
 __all__ = ["DEFAULT_CAPACITY", "PipeFull", "PipeQueue", "frame_budget"]
@@ -126,8 +129,8 @@ _LATE = FIRST_FREE + 3  # writes the kernel took only in part (see _finish_write
 # many, whose (a thread id, unique on the system), since when it waits, and when it last
 # checked (monotonic milliseconds).
 _HOLD, _HOLDER, _HOLD_SINCE, _HOLD_SEEN = (FIRST_FREE + i for i in range(4, 8))
-# Frames read and frames written since the queue was made: the frame numbered i has its size
-# (header included) in the ring of sizes at i % ring.
+# Frames read and frames written since the queue was made: the frame numbered i has its
+# payload's length in the ring of lengths (``_Pipe.sizes``) at i % ring.
 _READ, _WRITTEN = FIRST_FREE + 8, FIRST_FREE + 9
 # The journal of the call under the lock, for the repair after a death (see _Pipe.repair):
 # _OP is frames * _PER_OP + bytes, positive for a put and negative for a get, 0 for none;
@@ -330,6 +333,11 @@ class _Pipe(ProcessSharedState):
             # A frame takes at least a header, and the pipe never holds more than its capacity.
             self.ring = self.capacity // _HEAD + 2
             super().__init__(maxsize, context, extra_slots=_EXTRA_SLOTS)
+            if not isinstance(self.lock, RobustLock):
+                raise BackendUnavailable(
+                    f"pipe:// needs robust process-shared mutexes and memfd_create: {UNAVAILABLE}"
+                )
+            self.robust: RobustLock = self.lock
             self.sizes = primitives_context(self.context).RawArray(ctypes.c_uint32, self.ring)
             self._view()
         except BaseException:
@@ -337,12 +345,12 @@ class _Pipe(ProcessSharedState):
             raise
 
     def _view(self) -> None:
-        self.sizes_view = memoryview(self.sizes).cast("B").cast("I")
+        self.sizes_view = view_of(self.sizes)
 
     def __getstate__(self) -> dict[str, Any]:
         # Only while a child process is being started (the handle checked): the child gets
         # its own copies of the ends.
-        state = dict(self.__dict__)
+        state = super().__getstate__()
         state["rfd"] = DupFd(self.rfd) if self.rfd >= 0 else None
         state["wfd"] = DupFd(self.wfd)
         del state["sizes_view"]
@@ -454,16 +462,18 @@ class _Pipe(ProcessSharedState):
     def send(
         self,
         frames: bytes | list[bytes],
-        sizes: int | array.array[int],
+        lengths: int | array.array[int],
         nbytes: int,
         block: bool,
         timeout: float | None,
     ) -> None:
-        """Write frames of ``sizes`` (one frame's, or an array of them), ``nbytes`` in all, once
-        they fit, and count them in."""
+        """Write frames whose payloads have ``lengths`` (one frame's, or an array of them),
+        ``nbytes`` in all with their headers, once they fit, and count them in."""
         s = self.slots
-        n = 1 if isinstance(sizes, int) else len(sizes)
-        self.acquire()
+        n = 1 if isinstance(lengths, int) else len(lengths)
+        tried = mutex_trylock(self.mutex)
+        if tried:
+            self.robust.locked(tried)
         try:
             # The usual case, room now and nobody waiting for it first, is told apart from the
             # rest with the fewest looks at the shared state; the rest (and a timeout, to be
@@ -488,13 +498,13 @@ class _Pipe(ProcessSharedState):
                 return
             seq = s[_WRITTEN]
             at, ring = seq % self.ring, self.ring
-            if isinstance(sizes, int):
-                self.sizes_view[at] = sizes
+            if isinstance(lengths, int):
+                self.sizes_view[at] = lengths
             elif at + n <= ring:
-                self.sizes_view[at : at + n] = sizes
+                self.sizes_view[at : at + n] = lengths
             else:
-                self.sizes_view[at:] = sizes[: ring - at]
-                self.sizes_view[: at + n - ring] = sizes[ring - at :]
+                self.sizes_view[at:] = lengths[: ring - at]
+                self.sizes_view[: at + n - ring] = lengths[ring - at :]
             s[_OP_SEQ], s[_OP_BYTES], s[_OP_UNFINISHED] = seq, s[_BYTES], s[UNFINISHED]
             s[_OP] = n * _PER_OP + nbytes
             if not self._write(frames, nbytes):
@@ -505,7 +515,7 @@ class _Pipe(ProcessSharedState):
             self.added(n)
             s[_OP] = 0
         finally:
-            self.lock.release()
+            self.release()
 
     def _write(self, frames: bytes | list[bytes], nbytes: int) -> bool:
         """Write the frames whole; False if an immediate shutdown discarded them meanwhile."""
@@ -566,7 +576,9 @@ class _Pipe(ProcessSharedState):
                 "that kept it, or open the queue again"
             )
         s = self.slots
-        self.acquire()
+        tried = mutex_trylock(self.mutex)
+        if tried:
+            self.robust.locked(tried)
         try:
             count = s[COUNT]
             if count and timeout is None and not s[_CORRUPT]:
@@ -582,11 +594,12 @@ class _Pipe(ProcessSharedState):
             seq = s[_READ]
             at, ring = seq % self.ring, self.ring
             if claimed == 1:
-                nbytes = self.sizes_view[at]
+                nbytes = self.sizes_view[at] + _HEAD
             elif at + claimed <= ring:
-                nbytes = sum(self.sizes_view[at : at + claimed])
+                nbytes = sum(self.sizes_view[at : at + claimed]) + claimed * _HEAD
             else:
-                nbytes = sum(self.sizes_view[at:]) + sum(self.sizes_view[: at + claimed - ring])
+                sizes = self.sizes_view
+                nbytes = sum(sizes[at:]) + sum(sizes[: at + claimed - ring]) + claimed * _HEAD
             waiting = s[_BYTES]
             s[_OP_SEQ], s[_OP_BYTES], s[_OP] = seq, waiting, -(claimed * _PER_OP + nbytes)
             s[_READ], s[_BYTES] = seq + claimed, waiting - nbytes
@@ -599,7 +612,7 @@ class _Pipe(ProcessSharedState):
                 s[_OP] = 0
             self.made_room()
         finally:
-            self.lock.release()
+            self.release()
         # Split without holding up other processes.
         try:
             if claimed > 1:
@@ -744,7 +757,7 @@ class PipeQueue(SharedStateHandle[T]):
         head = _HEADERS[len(data)]
         # Small frames are joined (a cheap copy); large ones go as two buffers of one writev.
         self._shared.send(
-            head + data if size < _JOIN_BELOW else [head, data], size, size, block, timeout
+            head + data if size < _JOIN_BELOW else [head, data], len(data), size, block, timeout
         )
 
     def put_many(
@@ -767,8 +780,7 @@ class PipeQueue(SharedStateHandle[T]):
                 f"capacity={self._shared.capacity} holds at once; split it into smaller "
                 "put_many calls, or raise capacity="
             )
-        sizes = array.array("I", map(_HEAD.__add__, lengths))
-        self._shared.send(frames, sizes, len(frames), block, timeout)
+        self._shared.send(frames, array.array("I", lengths), len(frames), block, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         self._check_open()
