@@ -344,17 +344,18 @@ class ProcessSharedState:
         """Raise if the transport can no longer take what a waiting putter wants to send."""
 
     def acquire(self) -> None:
-        """Take :attr:`lock` for a hot path (release it with ``lock.release()``).
+        """Take :attr:`lock` for a hot path (release it with :attr:`release`).
 
         It spins a little before sleeping: the holder, on another CPU, usually lets go within
         microseconds, and a sleep costs both processes a futex round trip and a wake-up.
         """
-        lock = self.lock
-        if isinstance(lock, RobustLock):
-            tried = mutex_trylock(lock.mutex)
+        mutex = self.mutex
+        if mutex is not None:
+            tried = mutex_trylock(mutex)
             if tried:
-                lock.locked(tried)
+                self.lock.locked(tried)  # type: ignore[union-attr]
             return
+        lock = self.lock
         try_lock = lock.acquire
         if try_lock(False):
             return
@@ -424,16 +425,22 @@ class ProcessSharedState:
 
     def reserve(self, n: int, block: bool, timeout: float | None) -> None:
         """Wait for room for ``n`` items and count them in; the caller sends them after."""
-        with self.lock:
+        self.acquire()
+        try:
             self.wait_for_room(n, 0, block, timeout)
             self.added(n)
+        finally:
+            self.release()
 
     def claim(self, max_items: int, block: bool, timeout: float | None) -> int:
         """Claim items (see :meth:`wait_for_items`) and wake putters at once."""
-        with self.lock:
+        self.acquire()
+        try:
             claimed = self.wait_for_items(max_items, block, timeout)
             self.made_room()
             return claimed
+        finally:
+            self.release()
 
     def qsize(self) -> int:
         with self.lock:
@@ -445,12 +452,15 @@ class ProcessSharedState:
 
     def task_done(self) -> None:
         s = self.slots
-        with self.lock:
+        self.acquire()
+        try:
             if s[UNFINISHED] <= 0:
                 raise ValueError("task_done() called more times than there were items put")
             s[UNFINISHED] -= 1
             if not s[UNFINISHED]:
                 self.all_tasks_done.notify_all()
+        finally:
+            self.release()
 
     def join(self, timeout: float | None) -> None:
         s = self.slots

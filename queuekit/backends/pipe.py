@@ -593,14 +593,16 @@ class _Pipe(ProcessSharedState):
                 claimed = self.wait_for_items(max_items, block, timeout)
             seq = s[_READ]
             at, ring = seq % self.ring, self.ring
+            waiting = s[_BYTES]
             if claimed == 1:
                 nbytes = self.sizes_view[at] + _HEAD
+            elif seq + claimed == s[_WRITTEN]:  # every frame there
+                nbytes = waiting
             elif at + claimed <= ring:
                 nbytes = sum(self.sizes_view[at : at + claimed]) + claimed * _HEAD
             else:
                 sizes = self.sizes_view
                 nbytes = sum(sizes[at:]) + sum(sizes[: at + claimed - ring]) + claimed * _HEAD
-            waiting = s[_BYTES]
             s[_OP_SEQ], s[_OP_BYTES], s[_OP] = seq, waiting, -(claimed * _PER_OP + nbytes)
             s[_READ], s[_BYTES] = seq + claimed, waiting - nbytes
             try:
