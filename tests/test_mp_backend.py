@@ -263,6 +263,37 @@ def test_a_waiter_killed_while_blocked_does_not_wedge_the_queue(call: str) -> No
     q.close()
 
 
+def _die_holding_the_lock(q: MPQueue[Any]) -> None:
+    q._shared.acquire()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_process_killed_holding_the_lock_wedges_nothing(
+    method: str, opened: Callable[..., MPQueue[Any]]
+) -> None:
+    """The shared counts are under a robust lock: the next process to take it carries on (and
+    wakes every waiter, in case the dead one owed a wake-up)."""
+    q = opened("mp://?maxsize=2")
+    ctx: Any = multiprocessing.get_context(method)
+    child = ctx.Process(target=_die_holding_the_lock, args=(q,))
+    child.start()
+    child.join(LONG)
+    assert child.exitcode == -signal.SIGKILL
+
+    def carry_on() -> None:
+        assert q.qsize() == 0
+        q.put("before", timeout=LONG)
+        q.put("after", timeout=LONG)
+        assert [q.get(timeout=LONG), q.get(timeout=LONG)] == ["before", "after"]
+        q.task_done()
+        q.task_done()
+        q.join(timeout=LONG)
+
+    call_within(LONG, carry_on, "the queue, after a child died holding its lock,")
+    assert q.info()["repairs"] == 1
+
+
 def test_a_batch_is_all_or_nothing_while_it_waits_in_another_process(
     opened: Callable[..., MPQueue[Any]],
 ) -> None:

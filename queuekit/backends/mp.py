@@ -17,7 +17,9 @@ before its bytes are sent, so a getter that claims it waits for it (at least
 ``IN_FLIGHT_GRACE`` seconds, even for ``block=False``); if its producer was killed before its
 feeder wrote it, the getter raises ``Empty`` (``ShutDown`` once shut down) and the item is lost.
 A process killed while writing into, or reading from, the pipe leaves it unusable, as the
-stdlib documentation warns. A process killed while *waiting* (in get, put or join) is harmless.
+stdlib documentation warns: later gets with a timeout raise ``Empty`` after the grace, and one
+without waits for good. The counts beside the pipe survive any kill (a robust lock, see
+:mod:`queuekit._procstate`). A process killed while *waiting* (in get, put or join) is harmless.
 """
 
 from __future__ import annotations
