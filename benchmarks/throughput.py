@@ -13,12 +13,9 @@ hits them all alike. faster-fifo is measured when it is importable; it is not a 
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import multiprocessing
-import os
 import pickle
-import platform
 import shlex
 import statistics
 import sys
@@ -29,6 +26,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import queuekit
+from queuekit._bench import _report as bench_report
 
 CTX: Any = multiprocessing.get_context("fork")  # BaseContext does not declare Process
 WATCHDOG = 300.0
@@ -302,22 +300,7 @@ def format_markdown(cells: list[list[str]]) -> str:
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(
-                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    return {
-        "CPU": cpu,
-        "cores": str(os.cpu_count()),
-        "Python": f"{platform.python_implementation()} {platform.python_version()}",
-        "OS": f"{platform.system()} {platform.release()}",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join(["python", *sys.argv]),
-    }
+    return {**bench_report.machine(), "command": shlex.join(["python", *sys.argv])}
 
 
 def main(argv: list[str] | None = None) -> int:
