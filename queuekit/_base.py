@@ -7,14 +7,23 @@ only what would otherwise be written the same way in every backend.
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from typing_extensions import Self
 
 from ._errors import QueueClosed
 
-__all__ = ["QueueBase", "check_batch_fits", "check_max_items", "deadline", "remaining"]
+__all__ = [
+    "QueueBase",
+    "check_batch_fits",
+    "check_max_items",
+    "deadline",
+    "load_batch",
+    "remaining",
+]
 
 T = TypeVar("T")
 
@@ -54,6 +63,48 @@ def check_batch_fits(count: int, maxsize: int) -> None:
             f"a batch of {count} items can never fit a queue of maxsize={maxsize}; "
             f"split it into batches of at most {maxsize}"
         )
+
+
+def load_batch(
+    loads_many: Callable[[Sequence[Any]], list[T]],
+    loads: Callable[[Any], T],
+    payloads: Sequence[Any],
+    held: deque[Any],
+    count_done: Callable[[], None],
+) -> list[T]:
+    """The items of ``payloads`` (taken off the queue, front first), as ``get_many`` returns
+    them when one of them may not load.
+
+    ``get_many`` behaves as up to ``max_items`` calls of ``get`` that stop before the first
+    one that would raise:
+
+    * all load: they are returned;
+    * the first does not: it counts as a task done (its taker never had an item to call
+      ``task_done()`` for), the error propagates, and the payloads after it wait in
+      ``held``;
+    * a later one does not: the items before it are returned, and it waits in ``held``
+      with the rest, front first, so that the next ``get`` meets it.
+
+    ``held`` is the handle's own: its next calls take from it before the queue.
+    """
+    try:
+        return loads_many(payloads)
+    except Exception:
+        if len(payloads) == 1:
+            count_done()
+            raise
+    items: list[T] = []
+    for n, data in enumerate(payloads):
+        try:
+            items.append(loads(data))
+        except Exception:
+            if n == 0:
+                count_done()
+                held.extendleft(reversed(payloads[1:]))
+                raise
+            held.extendleft(reversed(payloads[n:]))
+            return items
+    return items  # loads_many refused what loads takes one at a time: not a bad message
 
 
 class QueueBase(Generic[T]):
