@@ -9,6 +9,7 @@ The sleepers' own timeouts (``ASLEEP``) are far longer, so they cannot rescue a 
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import queue
 import threading
 import time
@@ -271,3 +272,108 @@ def test_a_timeout_beyond_what_a_lock_takes_waits_like_any_other(crew: Crew) -> 
     wait_until(lambda: len(q._state.not_empty.asleep) == 1, "the getter asleep")
     q.put(7)
     assert crew.collect(1) == [7]
+
+
+# --- A message that will not load ----------------------------------------------------------
+
+
+class Refused(Exception):
+    """What Refusing.loads raises: not a queuekit error, as a third-party serializer's."""
+
+
+class Refusing:
+    """Pickles everything; refuses to load the item "bad", and on "shut" shuts the queue
+    down at once first (as another thread could, while a get_many loads its batch)."""
+
+    name = "refusing"
+
+    def __init__(self) -> None:
+        self.queue: MemoryQueue[Any] | None = None
+
+    def dumps(self, item: Any) -> bytes:
+        return pickle.dumps(item)
+
+    def loads(self, data: bytes) -> Any:
+        item = pickle.loads(data)
+        if item == "shut" and self.queue is not None:
+            self.queue.shutdown(immediate=True)
+        if item in ("bad", "shut"):
+            raise Refused(f"refusing {item!r}")
+        return item
+
+
+def refusing_queue() -> MemoryQueue[Any]:
+    serializer = Refusing()
+    q: MemoryQueue[Any] = MemoryQueue(serializer=serializer)
+    serializer.queue = q
+    return q
+
+
+def test_a_bad_message_is_counted_done_and_raised_and_the_next_is_served() -> None:
+    q = refusing_queue()
+    q.put("bad")
+    q.put(1)
+    with pytest.raises(Refused):
+        q.get()
+    assert q.get() == 1
+    q.task_done()
+    q.join(timeout=0)  # the bad message needed no task_done()
+    with pytest.raises(ValueError, match="more times"):
+        q.task_done()
+
+
+def test_get_many_returns_the_items_before_a_bad_one_which_the_next_get_meets() -> None:
+    q = refusing_queue()
+    q.put_many([0, 1, "bad", 3, 4])
+    assert q.get_many(5) == [0, 1]
+    assert q.qsize() == 3  # the rest went back to the queue
+    q.put(5)  # behind them: they went back to the front
+    with pytest.raises(Refused):
+        q.get()
+    assert q.get_many(5) == [3, 4, 5]
+    for _ in range(5):
+        q.task_done()
+    q.join(timeout=0)
+
+
+def test_get_many_whose_first_message_is_bad_raises_and_keeps_the_rest_in_front() -> None:
+    q = refusing_queue()
+    q.put_many(["bad", 1, 2])
+    q.put(3)
+    with pytest.raises(Refused):
+        q.get_many(3)
+    assert q.qsize() == 3
+    assert q.get() == 1
+    assert q.get_many(5) == [2, 3]
+    for _ in range(3):
+        q.task_done()
+    q.join(timeout=0)
+
+
+@pytest.mark.parametrize("hooked", [False, True], ids=["plain", "subclass"])
+def test_the_rule_holds_through_a_subclass_s_hooks(hooked: bool) -> None:
+    class Hooked(MemoryQueue[Any]):
+        def _decode(self, data: Any) -> Any:
+            return super()._decode(data)
+
+    serializer = Refusing()
+    q = (Hooked if hooked else MemoryQueue)(serializer=serializer)
+    q.put_many([0, "bad", 2])
+    assert q.get_many(3) == [0]
+    with pytest.raises(Refused):
+        q.get()
+    assert q.get() == 2
+    q.task_done()
+    q.task_done()
+    q.join(timeout=0)
+
+
+def test_what_a_get_many_gives_back_after_an_immediate_shutdown_is_discarded_as_done() -> None:
+    q = refusing_queue()
+    q.put_many([0, "shut", 2, 3])
+    assert q.get_many(4) == [0]  # loading "shut" shut the queue down meanwhile
+    assert q.qsize() == 0
+    with pytest.raises(ShutDown):
+        q.get(block=False)
+    q.task_done()  # for 0; the three given back were discarded, done
+    q.join(timeout=0)

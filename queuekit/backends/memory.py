@@ -4,6 +4,11 @@ Handles opened with the same NAME share one queue for as long as any open handle
 no NAME gives a private queue. Items are handed over by reference unless ``serializer=`` is
 given, which makes the queue copy them as a cross-process backend would (useful to catch
 unpicklable items in tests before moving to ``mp://``).
+
+A message the serializer cannot load is counted as a task done and its error raised. A
+``get_many`` that meets one returns the items before it; it and the rest go back to the front
+of the queue, in order, in one step (after an immediate shutdown they are discarded and
+counted done instead), so the next ``get`` meets it.
 """
 
 from __future__ import annotations
@@ -14,11 +19,18 @@ import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import repeat, starmap
 from typing import Any, ClassVar, TypeVar
 
-from .._base import QueueBase, check_batch_fits, check_max_items, deadline, remaining
+from .._base import (
+    QueueBase,
+    check_batch_fits,
+    check_max_items,
+    deadline,
+    load_batch,
+    remaining,
+)
 from .._errors import Empty, Full, InvalidURL, JoinTimeout, QueueClosed, ShutDown
 from .._protocol import Capabilities
 from .._serializers import Serializer, dumps_many, loads_many
@@ -102,6 +114,8 @@ class _State:
         """Putters asleep waiting for room for more than one item."""
         self.unfinished = 0
         self.is_shutdown = False
+        self.discards = False
+        """Shut down with immediate=True: items given back are discarded."""
 
     def wait_for_room(self, need: int, block: bool, timeout: float | None) -> None:
         """With ``mutex`` held: return once ``need`` more items fit, or raise."""
@@ -130,6 +144,13 @@ class _State:
             self.not_empty.wait(wait)
             if self.is_shutdown and not self.items:
                 raise ShutDown
+
+    def count_done(self, n: int = 1) -> None:
+        """With ``mutex`` held: ``n`` tasks are done (never below zero: task_done() may have
+        run ahead of get())."""
+        self.unfinished = max(0, self.unfinished - n)
+        if not self.unfinished and self.all_tasks_done.asleep:
+            self.all_tasks_done.notify_all()
 
     def made_room(self, freed: int) -> None:
         """With ``mutex`` held, after taking ``freed`` items while putters sleep."""
@@ -248,7 +269,12 @@ class MemoryQueue(QueueBase[T]):
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         if self._closed or self._born != _forks or not self._plain:
             self._check_open()
-            item: T = self._decode(self._get_encoded(1, block, timeout)[0])
+            data = self._get_encoded(1, block, timeout)[0]
+            try:
+                item: T = self._decode(data)
+            except Exception:
+                self._count_done()
+                raise
             return item
         s = self._state
         with s.mutex:
@@ -257,7 +283,14 @@ class MemoryQueue(QueueBase[T]):
             data = s.items.popleft()
             if s.not_full.asleep:
                 s.made_room(1)
-        item = data if self._serializer is None else self._serializer.loads(data)
+        if self._serializer is None:
+            item = data
+            return item
+        try:
+            item = self._serializer.loads(data)
+        except Exception:
+            self._count_done()
+            raise
         return item
 
     def put_many(
@@ -289,9 +322,36 @@ class MemoryQueue(QueueBase[T]):
         self._check_open()
         check_max_items(max_items)
         taken = self._get_encoded(max_items, block, timeout)
+        if self._plain and self._serializer is None:
+            return taken
+        rest: deque[Any] = deque()
+        try:
+            return load_batch(self._decode_many, self._decode, taken, rest, self._count_done)
+        finally:
+            if rest:
+                self._give_back(rest)
+
+    def _decode_many(self, taken: Sequence[Any]) -> list[T]:
         if not self._plain:
             return [self._decode(data) for data in taken]
-        return taken if self._serializer is None else loads_many(self._serializer, taken)
+        assert self._serializer is not None
+        return loads_many(self._serializer, taken)
+
+    def _count_done(self) -> None:
+        s = self._state
+        with s.mutex:
+            s.count_done()
+
+    def _give_back(self, rest: deque[Any]) -> None:
+        """Put what a get_many took and did not return back at the front of the queue."""
+        s = self._state
+        with s.mutex:
+            if s.discards:
+                s.count_done(len(rest))
+                return
+            s.items.extendleft(reversed(rest))
+            if s.not_empty.asleep:
+                s.not_empty.notify(len(rest))
 
     def _get_encoded(self, max_items: int, block: bool, timeout: float | None) -> list[Any]:
         s = self._state
@@ -318,9 +378,7 @@ class MemoryQueue(QueueBase[T]):
         with s.mutex:
             if s.unfinished <= 0:
                 raise ValueError("task_done() called more times than there were items put")
-            s.unfinished -= 1
-            if s.unfinished == 0 and s.all_tasks_done.asleep:
-                s.all_tasks_done.notify_all()
+            s.count_done()
 
     def join(self, timeout: float | None = None) -> None:
         self._check_open()
@@ -339,6 +397,7 @@ class MemoryQueue(QueueBase[T]):
         with s.mutex:
             s.is_shutdown = True
             if immediate:
+                s.discards = True
                 s.unfinished = max(0, s.unfinished - len(s.items))
                 s.items.clear()
                 s.all_tasks_done.notify_all()
