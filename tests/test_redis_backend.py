@@ -342,6 +342,41 @@ def test_every_key_shares_the_hash_tag(redis_url: str, url: str, key: str) -> No
         assert all(n.startswith("{" + key + "}") for n in names), names
 
 
+def test_unlink_leaves_no_key_of_the_queue(redis_url: str, key: str) -> None:
+    r = client(redis_url)
+    # A glob character in the key: the scan must take it literally, and spare the neighbour.
+    mine, other = f"{key}-*", f"{key}-other"
+    with queuekit.open(f"{redis_url}?key={other}") as neighbour:
+        neighbour.put("kept")
+        with queuekit.open(f"{redis_url}?key={mine}", maxsize=2) as q:
+            q.put_many([1, 2])
+            waiter = threading.Thread(target=lambda: q.put(3, timeout=LONG))
+            waiter.start()
+            assert q.get(timeout=LONG) == 1  # a consumer: processing list, heartbeat
+            waiter.join(LONG)  # wake-up lists
+            r.lpush("{" + mine + "}", b"junk")
+            assert q.get_many(2, timeout=LONG) == [2, 3]
+            with pytest.raises(queuekit.CorruptMessage):
+                q.get(timeout=LONG)  # a dead letter
+            q.shutdown()
+            assert len(list(r.scan_iter(match="{" + key + "-[*]}*"))) >= 5
+
+            assert q.unlink() is True
+            assert list(r.scan_iter(match="{" + key + "-[*]}*")) == []
+            assert q.unlink() is False
+            # This handle works on a new, empty queue; what it held is forgotten.
+            assert (q.qsize(), q.info()["unfinished"]) == (0, 0)
+            q.put(4)
+            assert q.get(timeout=LONG) == 4
+            q.task_done()
+            q.join(timeout=LONG)
+            assert q.unlink() is True
+        assert neighbour.get(timeout=LONG) == "kept"
+        neighbour.task_done()
+        assert neighbour.unlink() is True
+    assert list(r.scan_iter(match="{" + key + "*")) == []
+
+
 def test_handles_pickle_to_the_same_queue(url: str) -> None:
     import pickle
 

@@ -235,13 +235,13 @@ return moved
 """
 )
 
-# Messages a getter could not read go to the dead-letter list; the readable ones of the same
-# batch go back to the front of the queue, as they were. A message pushed by something other
+# What a getter took and will not return: the unreadable messages go to the dead-letter list,
+# the others back to the front of the queue, as they were. A message pushed by something other
 # than queuekit was never counted as unfinished, one a queuekit handle put was: which one this
 # is cannot be told, but the count can never be above what is queued and in flight, so it is
 # cut down to that (exact once no unread foreign message is left anywhere).
 # KEYS: queue, meta, consumers, dead, proc, joiners, joined, the proc list of every consumer.
-# ARGV: ttl ms, sentinel, consumers n, their ids..., bad n, bad..., good (front first)...
+# ARGV: ttl ms, sentinel, consumers n, their ids..., bad n, bad..., back (front first)...
 # Returns the number dead-lettered; -1 the consumers changed meanwhile (ask again).
 DEAD_LETTER = (
     _WAKE

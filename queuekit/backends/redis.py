@@ -33,9 +33,13 @@ the visibility timeout). A lost server is retried for ``retry_window`` seconds, 
 server that does not answer (stopped, or gone) until its timeout plus ``LATE`` at most.
 
 A message a getter cannot read (not an envelope, or a payload its serializer or authkey
-refuses) goes to the dead-letter list ``{key}:dead`` and the get raises ``CorruptMessage``
-(``AuthenticationError`` for a bad HMAC tag) with its bytes; a ``get_many`` that meets one
-gives the readable messages of its batch back to the front of the queue and raises too.
+refuses) goes to the dead-letter list ``{key}:dead``, counts as a task done (nobody has an
+item to call ``task_done()`` for), and the get raises ``CorruptMessage`` (``AuthenticationError``
+for a bad HMAC tag) with its bytes. ``get_many`` is as gets that stop before the first that
+would raise: it returns the items before the unreadable message, and gives that message and
+the rest of its batch back to the front of the queue in one script, where the next get meets
+it; only when it is first does it go to the dead-letter list (the rest go back) and
+``get_many`` raise. ``unlink()`` removes every key of the queue.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
+import operator
 import os
 import re
 import secrets
@@ -73,7 +78,7 @@ from .._errors import (
     ShutDown,
 )
 from .._protocol import Capabilities
-from .._serializers import Serializer, get_serializer
+from .._serializers import Serializer, get_serializer, loads_many
 from .._urls import Param, QueueURL, bind_params
 from .._urls import parse_url as _parse_url
 from . import _redis_scripts as lua
@@ -91,6 +96,7 @@ LATE = 1.0
 """Seconds past its timeout a call waits for a server that does not answer (a stall)."""
 _SCRIPT_NAMES = ["ATTACH", "PUT", "GET", "RETURN_SENTINEL", "MOVED", "ACK", "UNFINISHED", "SIZES"]
 _SCRIPT_NAMES += ["SHUTDOWN", "RECOVER", "DEAD_LETTER"]
+_PAYLOAD = operator.itemgetter(slice(lua.HEADER, None))
 
 
 @dataclass(frozen=True)
@@ -166,11 +172,13 @@ class RedisQueue(QueueBase[T]):
         self._spare: list[Any] = []
         self._shas = {name: lua.sha1(getattr(lua, name)) for name in _SCRIPT_NAMES}
         self._lock = threading.Lock()
-        self._pending: deque[tuple[str, bytes]] = deque()
+        # What this handle got and has not acknowledged: [proc, envelopes, acknowledged].
+        self._pending: deque[list[Any]] = deque()
         self._cid: str | None = None
         self._proc: str | None = None
         self._retired: list[str] = []  # consumer ids given up after a lost reply
         self._beat_stop = threading.Event()
+        self._beat_lock = threading.Lock()  # held by a heartbeat on its way: unlink() waits
         self._beater: threading.Thread | None = None
         self._id_prefix = lua.MAGIC + os.urandom(8)
         self._ids = itertools.count()
@@ -373,42 +381,47 @@ class RedisQueue(QueueBase[T]):
     # --- get ------------------------------------------------------------------------
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
-        return self._load(*self._take(1, block, timeout))
+        batch = self._take(1, block, timeout)
+        return self._load(batch)[0]
 
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
         check_max_items(max_items)
-        proc, envelopes = self._take(max_items, block, timeout)
-        magic, header, loads = lua.MAGIC, lua.HEADER, self._serializer.loads
-        items: list[T] = []
-        append = items.append
-        try:
-            for e in envelopes:
-                if e[:3] != magic or len(e) < header:
-                    break
-                append(loads(e[header:]))
-            else:
-                return items
-        except Exception:
-            pass
-        raise self._reject(proc, envelopes)
+        return self._load(self._take(max_items, block, timeout))
 
     def get_message(self, block: bool = True, timeout: float | None = None) -> Message[T]:
         """As ``get``, with the message's id and how many times it has been delivered."""
-        proc, envelopes = self._take(1, block, timeout)
-        item = self._load(proc, envelopes)
-        envelope = envelopes[0]
+        batch = self._take(1, block, timeout)
+        (item,) = self._load(batch)
+        envelope = batch[1][0]
         ident = envelope[len(lua.MAGIC) : lua.HEADER - 1].hex()
         return Message(item, ident, envelope[lua.HEADER - 1])
 
-    def _load(self, proc: str, envelopes: list[bytes]) -> T:
-        (envelope,) = envelopes
-        if envelope[:3] == lua.MAGIC and len(envelope) >= lua.HEADER:
+    def _load(self, batch: list[Any]) -> list[T]:
+        envelopes: list[bytes] = batch[1]
+        header = lua.HEADER
+        # The checks and slices in C: a Python loop over the batch costs as much as its script.
+        if min(map(len, envelopes)) >= header and all(
+            map(bytes.startswith, envelopes, repeat(lua.MAGIC))
+        ):
             try:
-                item: T = self._serializer.loads(envelope[lua.HEADER :])
-                return item
+                return loads_many(self._serializer, list(map(_PAYLOAD, envelopes)))
             except Exception:
                 pass
-        raise self._reject(proc, envelopes)
+        items: list[T] = []
+        loads = self._serializer.loads
+        for envelope in envelopes:
+            if envelope[:3] != lua.MAGIC or len(envelope) < header:
+                break
+            try:
+                items.append(loads(envelope[header:]))
+            except Exception:
+                break
+        else:  # each loads alone: the serializer's batch call refused them together
+            return items
+        error = self._settle(batch, len(items))
+        if error is not None:
+            raise error
+        return items
 
     def _unreadable(self, envelope: bytes) -> CorruptMessage | None:
         """Why ``envelope`` cannot be read, as the error to raise; None if it can."""
@@ -443,35 +456,43 @@ class RedisQueue(QueueBase[T]):
             return None
         return error
 
-    def _reject(self, proc: str, envelopes: list[bytes]) -> CorruptMessage:
-        """Move the unreadable messages of what a get took to the dead-letter list and the
-        readable ones back to the front of the queue; the error for the first unreadable."""
-        errors = [self._unreadable(e) for e in envelopes]
-        bad = [e for e, err in zip(envelopes, errors, strict=True) if err is not None]
-        good = [e for e, err in zip(envelopes, errors, strict=True) if err is None]
+    def _settle(self, batch: list[Any], good: int) -> CorruptMessage | None:
+        """What a get took holds an unreadable message after ``good`` readable ones: it and
+        the rest go back to the front of the queue; or, if it is the first, it goes to the
+        dead-letter list and the rest go back. The error to raise, if it was the first."""
+        envelopes: list[bytes] = batch[1]
         with self._lock:
-            for e in envelopes:
-                with contextlib.suppress(ValueError):
-                    self._pending.remove((proc, e))
-        k = self._keys
+            batch[1] = envelopes[:good]
+            if batch[2] >= good:
+                for i, held in enumerate(self._pending):
+                    if held is batch:
+                        del self._pending[i]
+                        break
+        bad: list[bytes] = []
+        error: CorruptMessage | None = None
+        if not good:
+            error = self._unreadable(envelopes[0])
+            if error is None:  # a load failed once and not when tried again (out of memory?)
+                error = CorruptMessage(
+                    f"{self._shown}: a message failed to load and then loaded when tried "
+                    f"again; the {len(envelopes)} messages taken went back to the front of the "
+                    "queue"
+                )
+            else:
+                bad = envelopes[:1]
+        back = envelopes[good + len(bad) :]
+        k, proc = self._keys, batch[0]
         while True:
             members = self._members()
             keys = [k.queue, k.meta, k.consumers, k.dead, proc, k.joiners, k.joined]
             keys += [k.proc(cid) for cid in members]
-            args = [self._marker_ms, lua.SENTINEL, len(members), *members, len(bad), *bad, *good]
+            args = [self._marker_ms, lua.SENTINEL, len(members), *members, len(bad), *bad, *back]
             if self._run(partial(self._script, "DEAD_LETTER", keys, args)) >= 0:
                 break
-        error = next((err for err in errors if err is not None), None)
-        if error is None:  # a load failed once and not when tried again (out of memory?)
-            error = CorruptMessage(
-                f"{self._shown}: a message failed to load and then loaded when tried again; "
-                f"the {len(envelopes)} messages taken went back to the front of the queue"
-            )
-        if len(envelopes) > 1:
+        if error is not None and bad and back:
             error.args = (
-                f"{error.args[0]}. Of the {len(envelopes)} messages this get_many took, "
-                f"{len(bad)} went to the dead-letter list and {len(good)} back to the front "
-                "of the queue",
+                f"{error.args[0]}. The {len(back)} messages this get_many took after it went "
+                "back to the front of the queue",
             )
         return error
 
@@ -510,7 +531,8 @@ class RedisQueue(QueueBase[T]):
                 self._retired.append(self._cid)
             self._cid = self._proc = None
 
-    def _take(self, max_items: int, block: bool, timeout: float | None) -> tuple[str, list[bytes]]:
+    def _take(self, max_items: int, block: bool, timeout: float | None) -> list[Any]:
+        """What a get took, as held for task_done: [processing list, envelopes, acknowledged]."""
         self._ready()
         self._refuse_negative(block, timeout, getting=True)
         end = deadline(block, timeout)
@@ -524,8 +546,7 @@ class RedisQueue(QueueBase[T]):
             args = [max_items, lua.SENTINEL, bounded, self._marker_ms, 0]
             got = self._run(partial(self._script, "GET", keys, args, end), lost=lost, end=end)
             if isinstance(got, list):
-                self._hold(proc, got)
-                return proc, got
+                return self._hold(proc, got)
             if got == 2:
                 # Drained, unless a dead consumer's messages are due to come back.
                 if self._recover(now=True, end=end):
@@ -544,31 +565,36 @@ class RedisQueue(QueueBase[T]):
                 back = partial(self._script, "RETURN_SENTINEL", [k.queue, proc], [moved], end)
                 self._run(back, end=end)
                 raise ShutDown
-            self._hold(proc, [moved])
+            batch = self._hold(proc, [moved])
             if max_items > 1:
                 args[0], args[4] = max_items - 1, 1  # and wake a putter for `moved` too
                 more = self._run(partial(self._script, "GET", keys, args, end), end=end)
                 if isinstance(more, list):
-                    self._hold(proc, more)
-                    return proc, [moved, *more]
+                    self._hold(proc, more, batch)
             elif self._maxsize > 0:
                 moved_args = [self._marker_ms]
                 self._run(partial(self._script, "MOVED", [k.putters, k.room], moved_args, end))
-            return proc, [moved]
+            return batch
 
     def _members(self, end: float | None = None) -> list[str]:
         found = self._run(partial(self._call, "SMEMBERS", self._keys.consumers, end=end), end=end)
         return [m.decode() for m in found]
 
-    def _hold(self, proc: str, envelopes: list[bytes]) -> None:
+    def _hold(self, proc: str, envelopes: list[bytes], batch: list[Any] | None = None) -> list[Any]:
+        # One entry a batch, not one a message: a get_many of 1000 is one append.
         with self._lock:
-            self._pending.extend(zip(repeat(proc), envelopes))
+            if batch is None:
+                batch = [proc, envelopes, 0]
+                self._pending.append(batch)
+            else:
+                batch[1] += envelopes
         if self._closed:
             # close() ran while this call waited: what it took goes back like the rest.
             with contextlib.suppress(BackendUnavailable, QueueClosed):
                 self._recover(mine=[proc.rpartition(":proc:")[2]])
             self._client.close()
             raise QueueClosed(f"{self!r} was closed while a get waited; its message went back")
+        return batch
 
     def _recover(
         self, now: bool = False, mine: list[str] | None = None, end: float | None = None
@@ -604,7 +630,14 @@ class RedisQueue(QueueBase[T]):
     def task_done(self) -> None:
         self._ready()
         with self._lock:
-            entry = self._pending.popleft() if self._pending else None
+            entry = None
+            if self._pending:
+                batch = self._pending[0]
+                proc, envelopes, acked = batch
+                entry = proc, envelopes[acked]
+                batch[2] = acked = acked + 1
+                if acked >= len(envelopes):
+                    self._pending.popleft()
         k = self._keys
         proc, envelope = entry or (k.proc("-"), b"")
         keys = [proc, k.meta, k.joiners, k.joined]
@@ -613,7 +646,7 @@ class RedisQueue(QueueBase[T]):
         except BaseException:
             if entry is not None:
                 with self._lock:
-                    self._pending.appendleft(entry)
+                    self._pending.appendleft([proc, [envelope], 0])
             raise
         if left == -1:
             raise ValueError("task_done() called more times than there were items put")
@@ -685,6 +718,34 @@ class RedisQueue(QueueBase[T]):
         self._pending.clear()
         self._client.close()
 
+    def unlink(self) -> bool:
+        """Remove every key of the queue from the server: its messages (queued, in flight and
+        dead-lettered), counts, shutdown flag, consumers, heartbeats and wake-ups. Whether
+        there was any.
+
+        For a queue that nobody uses any more. This handle stays open, and forgets what it got
+        and had not acknowledged (task_done() has nothing left to count for it). Any handle
+        used afterwards, this one or another, here or on another host, works on a new, empty
+        queue under the same key and writes its keys again; another handle's unacknowledged
+        messages are gone, and if it dies holding new ones nobody gives them back, as it is
+        no longer a registered consumer: close the other handles first.
+        """
+        self._ready()
+        with self._beat_lock, self._lock:
+            # No heartbeat or consumer of ours may write a key again behind the scan.
+            self._cid = self._proc = None
+            self._retired.clear()
+            self._pending.clear()
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._keys.queue) + "*"
+        removed, cursor = 0, 0
+        while True:
+            scan = partial(self._call, "SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            cursor, names = self._run(scan)
+            if names:
+                removed += self._run(partial(self._call, "UNLINK", *names))
+            if int(cursor) == 0:
+                return removed > 0
+
     def info(self) -> dict[str, Any]:
         """Facts for ``queuekit info``: sizes, and each consumer's messages in flight."""
         self._ready()
@@ -723,10 +784,11 @@ def _beat(handle: weakref.ref[RedisQueue[Any]], stop: threading.Event, ttl: floa
         q = handle()
         if q is None:
             return
-        cid = q._cid
-        if cid is not None:
-            with contextlib.suppress(redis.RedisError):
-                q._client.set(q._keys.heartbeat(cid), 1, px=int(ttl * 1000))
+        with q._beat_lock:
+            cid = q._cid
+            if cid is not None:
+                with contextlib.suppress(redis.RedisError):
+                    q._client.set(q._keys.heartbeat(cid), 1, px=int(ttl * 1000))
         del q
 
 
