@@ -293,36 +293,248 @@ def test_items_cross_the_wrap_in_batches() -> None:
             assert got == batch, f"round {round_}"
 
 
+def _ring(q: Any) -> Any:
+    """The queue's mapping, to damage as another writer could."""
+    return q._seg.mm
+
+
 def test_checksum_catches_bytes_changed_in_the_ring() -> None:
     ring = segment().DATA_AT
     with queuekit.open("shm://?checksum=true&serializer=raw") as q:
-        q.put_many([b"first item", b"second item"])
-        q._seg.mm[ring + 8] ^= 0xFF  # type: ignore[attr-defined] # as another writer could
-        with pytest.raises(queuekit.CorruptMessage, match="CRC-32"):
+        q.put(b"first item")
+        q.put(b"second item")
+        _ring(q)[ring + 8] ^= 0xFF
+        with pytest.raises(queuekit.CorruptMessage, match="CRC-32") as caught:
             q.get_nowait()
+        assert caught.value.data == bytes([ord("f") ^ 0xFF]) + b"irst item"
         assert q.get_nowait() == b"second item"
+        q.task_done()
+        q.join(timeout=LONG)  # the refused item counts as done: nothing is left to finish
     with queuekit.open("shm://?serializer=raw") as q:
         q.put(b"unchecked")
-        q._seg.mm[ring + 8] ^= 0xFF  # type: ignore[attr-defined]
+        _ring(q)[ring + 8] ^= 0xFF
         assert q.get_nowait() != b"unchecked", "without checksums the change goes unseen"
 
 
+@pytest.mark.parametrize("sizes", ["uniform", "varied"])
+def test_checksum_in_a_batch_frame(sizes: str) -> None:
+    """A put_many is one frame; an item of it that fails its check is a bad message of its
+    own: the items before it are returned, it raises at the next get, the rest follow."""
+    items = [b"a" * 5, b"b" * 5, b"c" * 5, b"d" * 5]
+    if sizes == "varied":
+        items = [b"a", b"bb", b"ccc", b"dddd"]
+    with queuekit.open("shm://?checksum=true&serializer=raw") as q:
+        q.put_many(items)
+        mm, ring = _ring(q), segment().DATA_AT
+        second = bytes(mm[ring : ring + 4096]).index(items[1])
+        mm[ring + second] ^= 0xFF
+        assert q.get_many(4) == [items[0]]
+        assert q.qsize() == 0
+        assert q.info()["held"] == 3
+        with pytest.raises(queuekit.CorruptMessage, match="CRC-32"):
+            q.get()
+        assert q.get_many(4) == items[2:]
+        for _ in range(3):
+            q.task_done()
+        q.join(timeout=LONG)
+
+
+@pytest.mark.parametrize("where", ["single", "batch"])
 @pytest.mark.parametrize("many", [False, True])
-def test_damaged_frame_length_is_caught(many: bool) -> None:
-    """A frame header whose length runs past the last frame written is an error, never a read
-    of whatever bytes follow."""
+def test_damaged_frame_length_is_dropped_and_the_ring_goes_on(where: str, many: bool) -> None:
+    """A frame whose length runs past the last frame written is never read past: the frames
+    published up to then are dropped (counted done) with one CorruptMessage, and the queue
+    serves the items put afterwards."""
     with queuekit.open("shm://?serializer=raw") as q:
-        q.put_many([b"first", b"second"])
-        second = segment().DATA_AT + 16  # the second frame's header: its length, then its CRC
-        seg = q._seg  # type: ignore[attr-defined]
-        seg.mm[second : second + 4] = (1000).to_bytes(4, "little")
+        q.put(b"first")
+        if where == "single":
+            q.put(b"second")
+            q.put(b"third")
+        else:
+            q.put_many([b"second", b"third"])
+        mm, header = _ring(q), segment().DATA_AT + 16  # the second frame's header
+        if where == "single":
+            mm[header : header + 4] = (1000).to_bytes(4, "little")  # its length
+        else:
+            mm[header + 12 : header + 16] = (1000).to_bytes(4, "little")  # its payloads' bytes
         if many:
-            with pytest.raises(queuekit.CorruptMessage, match="damaged"):
-                q.get_many(5)
+            assert q.get_many(5) == [b"first"], "get_many stops before the damaged frame"
         else:
             assert q.get_nowait() == b"first"
-            with pytest.raises(queuekit.CorruptMessage, match="damaged"):
-                q.get_nowait()
+        with pytest.raises(queuekit.CorruptMessage, match="2 items put until now") as caught:
+            q.get_many(5) if many else q.get_nowait()
+        assert caught.value.data is not None
+        assert b"third" in caught.value.data
+        assert q.qsize() == 0
+        with pytest.raises(Empty):
+            q.get_nowait()
+        q.put_many([b"fourth", b"fifth"])
+        q.put(b"sixth")
+        assert q.get_many(5) == [b"fourth", b"fifth", b"sixth"]
+        for _ in range(4):  # first, fourth, fifth, sixth
+            q.task_done()
+        q.join(timeout=LONG)
+
+
+def test_damage_found_by_a_waiting_get() -> None:
+    """A get asleep on an empty queue that wakes to a damaged frame drops it likewise."""
+    with queuekit.open("shm://?serializer=raw") as q:
+        q.put(b"x")
+        assert q.get_nowait() == b"x"
+        q.task_done()
+        q.put(b"damaged")
+        at = segment().DATA_AT + 16
+        _ring(q)[at : at + 4] = (5000).to_bytes(4, "little")
+        seg = q._seg  # type: ignore[attr-defined]
+        seg.tail_seen = 0  # as if this process had not looked since: it takes the slow way
+        with pytest.raises(queuekit.CorruptMessage, match="1 items"):
+            q.get(timeout=LONG)
+        q.join(timeout=LONG)
+
+
+class Refusing:
+    """Pickle, but the item "BAD" will not load, as a payload of another program's would."""
+
+    name = "refusing"
+
+    def dumps(self, item: Any) -> bytes:
+        return pickle.dumps(item)
+
+    def loads(self, data: bytes) -> Any:
+        item = pickle.loads(data)
+        if item == "BAD":
+            raise queuekit.SerializationError("BAD will not load")
+        return item
+
+
+def test_get_many_stops_before_a_bad_message() -> None:
+    with queuekit.open("shm://", serializer=Refusing()) as q:
+        q.put_many([0, 1, "BAD", 3, 4])
+        assert q.get_many(5) == [0, 1]
+        # The rest wait in this handle: in flight, not in qsize, unfinished for join.
+        assert (q.qsize(), q.info()["held"]) == (0, 3)
+        with pytest.raises(queuekit.JoinTimeout, match="5 unfinished"):
+            q.join(timeout=0.01)
+        q.put(5)
+        with pytest.raises(queuekit.SerializationError):
+            q.get()
+        assert q.get_many(5) == [3, 4], "the held items come before the queue's"
+        assert q.get() == 5
+        for _ in range(5):
+            q.task_done()
+        q.join(timeout=LONG)
+        assert q.qsize() == 0
+
+
+def test_a_lone_bad_message_counts_as_done() -> None:
+    with queuekit.open("shm://", serializer=Refusing()) as q:
+        q.put("BAD")
+        with pytest.raises(queuekit.SerializationError):
+            q.get()
+        q.join(timeout=LONG)
+        q.put_many(["BAD", "BAD"])
+        with pytest.raises(queuekit.SerializationError):
+            q.get_many(2)
+        with pytest.raises(queuekit.SerializationError):
+            q.get_many(2)
+        q.join(timeout=LONG)
+
+
+def test_close_gives_held_items_back(name: str) -> None:
+    url = f"shm://{name}"
+    with queuekit.open(url, serializer=Refusing()) as other:
+        q = queuekit.open(url, serializer=Refusing())
+        q.put_many([0, 1, "BAD", 3, 4])
+        q.put(5)
+        assert q.get_many(5) == [0, 1]
+        q.task_done()
+        q.task_done()
+        q.close()
+        assert other.qsize() == 4
+        assert other.get() == 5, "given back at the back"
+        with pytest.raises(queuekit.SerializationError):
+            other.get()
+        assert other.get_many(5) == [3, 4]
+        for _ in range(3):
+            other.task_done()
+        other.join(timeout=LONG)
+
+
+def test_close_refuses_when_it_cannot_give_back() -> None:
+    with queuekit.open("shm://?maxsize=5", serializer=Refusing()) as q:
+        q.put_many([0, 1, "BAD", 3, 4])
+        assert q.get_many(5) == [0, 1]
+        q.put_many([5, 6, 7])
+        with pytest.raises(queuekit.QueueError, match="3 items this handle holds"):
+            q.close()
+        assert q.info()["held"] == 3, "the handle stays open, holding them"
+        q.shutdown()
+        with pytest.raises(queuekit.QueueError, match="shut down"):
+            q.close()
+        with pytest.raises(queuekit.SerializationError):
+            q.get()
+        assert q.get_many(9) == [3, 4]
+        assert q.get_many(9) == [5, 6, 7]
+
+
+def test_immediate_shutdown_drops_held_items() -> None:
+    with queuekit.open("shm://", serializer=Refusing()) as q:
+        q.put_many([0, 1, "BAD", 3, 4, 5])
+        assert q.get_many(6) == [0, 1]
+        q.shutdown(immediate=True)
+        assert q.info()["held"] == 0
+        with pytest.raises(ShutDown):
+            q.get_nowait()
+        q.task_done()
+        q.task_done()
+        q.join(timeout=LONG)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("put"), st.integers(0, 120), st.integers(1, 1)),
+            st.tuples(st.just("put_many"), st.integers(0, 60), st.integers(2, 6)),
+            st.tuples(st.just("uniform"), st.integers(0, 40), st.integers(2, 6)),
+            st.tuples(st.just("get"), st.just(0), st.just(1)),
+            st.tuples(st.just("get_many"), st.just(0), st.integers(1, 7)),
+        ),
+        max_size=60,
+    ),
+    st.booleans(),
+)
+def test_batch_frames_taken_in_any_pieces(steps: list[tuple[str, int, int]], checked: bool) -> None:
+    """Batches, whole or in parts, by get or get_many, across the end of a small ring."""
+    url = f"shm://?capacity=512&serializer=raw&checksum={str(checked).lower()}"
+    with queuekit.open(url) as q:
+        model: deque[bytes] = deque()
+        for i, (op, size, count) in enumerate(steps):
+            rng = random.Random(i)
+            if op in ("put", "put_many", "uniform"):
+                batch = [
+                    rng.randbytes(size if op == "uniform" else rng.randrange(size + 1))
+                    for _ in range(count)
+                ]
+                try:
+                    q.put_many(batch, block=False) if count > 1 else q.put_nowait(batch[0])
+                except queuekit.Full:
+                    continue
+                except MessageTooLarge:
+                    continue
+                model.extend(batch)
+            elif model:
+                if op == "get":
+                    assert q.get_nowait() == model.popleft()
+                else:
+                    got = q.get_many(count, block=False)
+                    assert got == [model.popleft() for _ in range(len(got))]
+                    assert 1 <= len(got) <= count
+            else:
+                with pytest.raises(Empty):
+                    q.get_many(count, block=False) if op == "get_many" else q.get_nowait()
+            assert q.qsize() == len(model)
+        if model:
+            assert q.get_many(1000, block=False) == list(model)
 
 
 # --- Surviving death ---------------------------------------------------------------------------

@@ -1,7 +1,12 @@
 """The memory behind a ``shm://`` queue: its layout, and the calls on it under its locks.
 
 The items are frames in one ring (8-byte header: the payload's length, and its CRC-32 with
-``checksum=true``; a payload is split in two where it wraps around). The queue has two robust
+``checksum=true``; a payload is split in two where it wraps around). A ``put_many`` of several
+items is one batch frame: a 16-byte header (a length no single frame has, the count, the
+length of every payload when they are all one size, the bytes of payloads), a table of where
+each payload ends (when their sizes vary) and one of their CRC-32s (``checksum=true``), then
+the payloads end to end. The get end keeps, beside the head, how many items of the batch frame
+there have been got, so a get can take part of one. The queue has two robust
 locks, one for each end: putters take the put lock, which guards the tail and the count of
 items ever put; getters take the get lock, which guards the head and the counts of items got
 and tasks done. So a putter and a getter never wait for each other. Each end's state is
@@ -28,6 +33,10 @@ import platform
 import re
 import secrets
 import struct
+import sys
+from array import array
+from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
 from .._errors import BackendUnavailable, CorruptMessage, InvalidURL
@@ -45,6 +54,7 @@ from .._shmsync import (
 from .._urls import as_size
 
 __all__ = [
+    "BATCH",
     "DATA_AT",
     "FRAME",
     "GETS",
@@ -56,6 +66,7 @@ __all__ = [
     "PUT_AT",
     "SHM_DIR",
     "TASKS_AT",
+    "Damaged",
     "Segment",
     "as_capacity",
     "check_name",
@@ -82,7 +93,7 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}")
 
 # --- The segment's layout ---------------------------------------------------------------------
 _MAGIC = b"queuekit-shm\x00\x00\x00\x00"
-_VERSION = 2
+_VERSION = 3
 _CHECKSUM = 1  # flag
 _HEADER = struct.Struct("<16sIIQq")  # magic, version, flags, capacity, maxsize
 _PUT_MUTEX_AT, _GET_MUTEX_AT = 128, 256
@@ -94,21 +105,29 @@ PUT_AT = 512
 PUTS = struct.Struct("<6Q2I")
 _PUT_COPIES = struct.Struct("<5Q")  # the copies and the version, for a reader without the lock
 NOT_EMPTY_AT = PUT_AT + 40
-# The get end: two copies of (head, items ever got, tasks done), the version; the not-full
-# counter and the tasks counter (bumped when none are left); the sleepers on each.
+# The get end: two copies of (head, items got of the batch frame at the head, items ever got,
+# tasks done), the version; the not-full counter and the tasks counter (bumped when none are
+# left); the sleepers on each.
 GET_AT = 640
-GETS = struct.Struct("<9Q2I")
-_GET_COPIES = struct.Struct("<7Q")
-NOT_FULL_AT, TASKS_AT = GET_AT + 56, GET_AT + 64
+GETS = struct.Struct("<11Q2I")
+_GET_COPIES = struct.Struct("<9Q")
+NOT_FULL_AT, TASKS_AT = GET_AT + 72, GET_AT + 80
 _SHUTDOWN_AT = PUT_AT + 52
-_SLEEPERS_AT = {NOT_EMPTY_AT: PUT_AT + 48, NOT_FULL_AT: GET_AT + 72, TASKS_AT: GET_AT + 76}
+_SLEEPERS_AT = {NOT_EMPTY_AT: PUT_AT + 48, NOT_FULL_AT: GET_AT + 88, TASKS_AT: GET_AT + 92}
 assert _GET_MUTEX_AT + MUTEX_BYTES <= PUT_AT
 assert PUT_AT + PUTS.size <= GET_AT
+assert GET_AT + GETS.size <= 4096
 _WORD = struct.Struct("<Q")
 _SLEEPERS = struct.Struct("<I")
 DATA_AT = 4096
 FRAME = struct.Struct("<II")  # payload length, CRC-32 of the payload (0 without checksums)
-MAX_FRAME = 0xFFFFFFFF
+MAX_FRAME = 0xFFFFFFFE
+BATCH = 0xFFFFFFFF
+"""The length word of a batch frame's header."""
+_BATCH_HEAD = struct.Struct("<IIII")  # BATCH, count, each payload's length (or VARIED), bytes
+_VARIED = 0xFFFFFFFF
+_MAX_AREA = 0xFFFFFFFF
+_SPLIT = 1024  # the most payloads one cached struct splits
 _PADS = [bytes(-k & 7) for k in range(8)]  # the zeros after a payload, by its length's last bits
 _MASK32 = 0xFFFFFFFF
 
@@ -236,11 +255,12 @@ class Segment:
         tail, puts = words[2:4] if words[4] & 1 else words[:2]
         return words, tail, puts, words[7]
 
-    def get_end(self) -> tuple[tuple[int, ...], int, int, int]:
-        """The get end's words, then its head, items got and tasks done."""
+    def get_end(self) -> tuple[tuple[int, ...], int, int, int, int]:
+        """The get end's words, then its head, items got of the frame there, items got and
+        tasks done."""
         words = GETS.unpack_from(self.mm, GET_AT)
-        head, gets, done = words[3:6] if words[6] & 1 else words[:3]
-        return words, head, gets, done
+        head, sub, gets, done = words[4:8] if words[8] & 1 else words[:4]
+        return words, head, sub, gets, done
 
     def commit_put(self, words: tuple[int, ...], tail: int, puts: int, shutdown: int) -> None:
         """Make (tail, puts) the put end's state and tell the getters. The current copy is
@@ -254,18 +274,25 @@ class Segment:
         PUTS.pack_into(self.mm, PUT_AT, t0, p0, t1, p1, version + 1, seq + 1, sleepers, shutdown)
 
     def commit_get(
-        self, words: tuple[int, ...], head: int, gets: int, done: int, tell: bool, tasks: bool
+        self,
+        words: tuple[int, ...],
+        head: int,
+        sub: int,
+        gets: int,
+        done: int,
+        tell: bool,
+        tasks: bool,
     ) -> None:
-        """Make (head, gets, done) the get end's state; ``tell`` the putters (the not-full
-        word) and the joiners (``tasks``)."""
-        h0, g0, d0, h1, g1, d1, version, not_full, tasks_seq, full_sleepers, task_sleepers = words
+        """Make (head, sub, gets, done) the get end's state; ``tell`` the putters (the
+        not-full word) and the joiners (``tasks``)."""
+        h0, s0, g0, d0, h1, s1, g1, d1, version, not_full, tasks_seq, sleepers, joiners = words
         if version & 1:
-            h0, g0, d0 = head, gets, done
+            h0, s0, g0, d0 = head, sub, gets, done
         else:
-            h1, g1, d1 = head, gets, done
+            h1, s1, g1, d1 = head, sub, gets, done
         GETS.pack_into(
-            self.mm, GET_AT, h0, g0, d0, h1, g1, d1, version + 1,
-            not_full + tell, tasks_seq + tasks, full_sleepers, task_sleepers,
+            self.mm, GET_AT, h0, s0, g0, d0, h1, s1, g1, d1, version + 1,
+            not_full + tell, tasks_seq + tasks, sleepers, joiners,
         )  # fmt: skip
 
     # The other end, without its lock -----------------------------------------------------------
@@ -288,8 +315,8 @@ class Segment:
         if _ORDERED:
             mm = self.mm
             while True:
-                version = _WORD.unpack_from(mm, GET_AT + 48)[0]
-                h0, g0, _, h1, g1, _, again = _GET_COPIES.unpack_from(mm, GET_AT)
+                version = _WORD.unpack_from(mm, GET_AT + 64)[0]
+                h0, _, g0, _, h1, _, g1, _, again = _GET_COPIES.unpack_from(mm, GET_AT)
                 if version == again:
                     self.head_seen, self.gets_seen = (h1, g1) if version & 1 else (h0, g0)
                     return
@@ -359,18 +386,18 @@ class Segment:
     def wake(self, at: int, count: int = WAKE_ALL) -> None:
         futex_wake(self.addr + at, count)
 
-    def tell_everyone(self, shut: bool = False, drain: bool = False) -> None:
+    def tell_everyone(self, shut: bool = False, drain: bool = False, held: int = 0) -> None:
         """Wake every sleeper, after marking the queue shut down (and emptying it, each item
-        counting as done) when asked."""
+        counting as done, with the ``held`` items a handle drops) when asked."""
         self.take_both()
         try:
             put_words, tail, puts, was_shut = self.put_end()
-            words, head, gets, done = self.get_end()
+            words, head, sub, gets, done = self.get_end()
             self.commit_put(put_words, tail, puts, 1 if shut else was_shut)
             if drain:
-                done += min(puts - gets, puts - done)
-                head, gets = tail, puts
-            self.commit_get(words, head, gets, done, True, True)
+                done += min(puts - gets + held, puts - done)
+                head, sub, gets = tail, 0, puts
+            self.commit_get(words, head, sub, gets, done, True, True)
         finally:
             self.release_both()
         for at in (NOT_EMPTY_AT, NOT_FULL_AT, TASKS_AT):
@@ -397,29 +424,77 @@ class Segment:
             mm[DATA_AT : DATA_AT + len(data) - first] = view[first:]
         return pos + len(data)
 
-    def read(self, pos: int, limit: int) -> tuple[bytes, int, int]:
-        """The frame at ``pos`` (payload, CRC, position after it); the frame must end by
-        ``limit`` (the tail), or the ring is damaged."""
-        mm, cap = self.mm, self.capacity
-        at = pos % cap
-        length, crc = FRAME.unpack_from(mm, DATA_AT + at)
-        after = pos + 8 + pad(length)
-        if after > limit:
-            raise CorruptMessage(
-                f"the shm:// ring is damaged: a frame of {length} bytes at position {pos} "
-                f"runs past the last one written ({limit}). Something other than queuekit wrote "
-                "into the segment; shut the queue down and make a new one"
-            )
-        start = DATA_AT + (at + 8) % cap
+    def span(self, pos: int, length: int) -> bytes:
+        """The ``length`` bytes at byte position ``pos``, across the end of the ring."""
+        mm, start = self.mm, DATA_AT + pos % self.capacity
         end = start + length
         if end <= self.data_end:
-            return mm[start:end], crc, after
-        first = self.data_end - start
-        return mm[start : self.data_end] + mm[DATA_AT : DATA_AT + length - first], crc, after
+            return mm[start:end]
+        return mm[start : self.data_end] + mm[DATA_AT : end - self.capacity]
 
-    def frames(self, pos: int, limit: int, max_items: int) -> tuple[list[bytes], list[int], int]:
-        """Up to ``max_items`` frames from ``pos`` (at least one is there), reading the tail
-        again when ``limit`` is reached; their payloads, CRCs, and the position after them."""
+    def read(self, pos: int, sub: int, limit: int) -> tuple[bytes, int, int, int]:
+        """The next item at ``pos`` (its ``sub``-th if a batch frame is there): payload, CRC,
+        and the position and sub after it. ``Damaged`` when the frame does not end by
+        ``limit`` (the tail)."""
+        length, crc = FRAME.unpack_from(self.mm, DATA_AT + pos % self.capacity)
+        if length == BATCH:
+            payloads, crcs, pos, sub = self.take_batch(pos, sub, limit, 1)
+            return payloads[0], crcs[0] if crcs else 0, pos, sub
+        after = pos + 8 + pad(length)
+        if after > limit or sub:
+            raise Damaged(pos, f"a frame of {length} bytes at position {pos}", limit)
+        return self.span(pos + 8, length), crc, after, 0
+
+    def take_batch(
+        self, pos: int, sub: int, limit: int, most: int
+    ) -> tuple[list[bytes], list[int], int, int]:
+        """Up to ``most`` items of the batch frame at ``pos``, from its ``sub``-th on: their
+        payloads, CRCs, and the position and sub after them."""
+        mm: Any = self.mm
+        at, checksum = DATA_AT + pos % self.capacity, self.checksum
+        if at + 16 <= self.data_end:
+            _, count, each, area = _BATCH_HEAD.unpack_from(mm, at)
+        else:
+            _, count, each, area = _BATCH_HEAD.unpack(self.span(pos, 16))
+        varied = each == _VARIED
+        tables = 4 * count * (varied + checksum)
+        size = 16 + tables + area
+        after = pos + pad(size)
+        if after > limit or count < 2 or sub >= count or not (varied or each * count == area):
+            raise Damaged(pos, f"a batch frame of {count} items, {area} bytes", limit)
+        if at + size > self.data_end:
+            mm, at = self.span(pos, size), 0  # it wraps around: one copy, read from there
+        take = min(most, count - sub)
+        payloads_at = at + 16 + tables
+        if varied:
+            first = sub - 1 if sub else 0
+            ends = struct.unpack_from(f"<{take + (sub > 0)}I", mm, at + 16 + 4 * first)
+            starts = ends[:-1] if sub else (0, *ends[:-1])
+            if sub:
+                ends = ends[1:]
+            if max(ends) > area:
+                raise Damaged(pos, f"a batch frame of {count} items, {area} bytes", limit)
+            payloads = [
+                mm[payloads_at + start : payloads_at + end]
+                for start, end in zip(starts, ends, strict=True)
+            ]
+        else:
+            payloads = _split_uniform(mm, payloads_at + sub * each, each, take)
+        crcs: list[int] = []
+        if checksum:
+            crcs_at = at + 16 + 4 * count * varied + 4 * sub
+            crcs = list(struct.unpack_from(f"<{take}I", mm, crcs_at))
+        sub += take
+        if sub == count:
+            return payloads, crcs, after, 0
+        return payloads, crcs, pos, sub
+
+    def frames(
+        self, pos: int, sub: int, limit: int, max_items: int
+    ) -> tuple[list[bytes], list[int], int, int]:
+        """Up to ``max_items`` items from ``pos`` and ``sub`` (at least one is there), reading
+        the tail again when ``limit`` is reached: their payloads, CRCs, and the position and
+        sub after them. They stop before a damaged frame; ``Damaged`` if it is the first."""
         mm, cap, data_end, unpack_frame = self.mm, self.capacity, self.data_end, FRAME.unpack_from
         frames: list[bytes] = []
         crcs: list[int] = []
@@ -434,7 +509,7 @@ class Segment:
             while at < stop:
                 n, crc = unpack_frame(mm, at)
                 after = at + 8 + ((n + 7) & ~7)
-                if after > stop:
+                if after > stop or n == BATCH or sub:
                     break
                 add_frame(mm[at + 8 : at + 8 + n])
                 add_crc(crc)
@@ -443,21 +518,106 @@ class Segment:
                 if not left:
                     break
             pos += at - start
-            if left and at < stop:  # a frame that wraps around the end (or a damaged one)
-                data, crc, pos = self.read(pos, limit)
-                add_frame(data)
-                add_crc(crc)
-                left -= 1
-        return frames, crcs, pos
+            if left and at < stop:  # a batch frame, one that wraps around, or a damaged one
+                try:
+                    if unpack_frame(mm, at)[0] == BATCH:
+                        payloads, more, pos, sub = self.take_batch(pos, sub, limit, left)
+                        frames += payloads
+                        crcs += more
+                        left -= len(payloads)
+                    else:
+                        data, crc, pos, sub = self.read(pos, sub, limit)
+                        add_frame(data)
+                        add_crc(crc)
+                        left -= 1
+                except Damaged:
+                    if frames:
+                        break  # the next get meets it
+                    raise
+        return frames, crcs, pos, sub
+
+    def drop(self) -> tuple[int, bytes]:
+        """Holding both locks: drop every item in the ring, counting them done, because the
+        frame at the head is damaged and no frame after it can be found; how many, and the
+        bytes dropped. (0, b"") if the head has moved on from it."""
+        _, tail, puts, _ = self.put_end()
+        words, head, sub, gets, done = self.get_end()
+        if head >= tail:
+            return 0, b""
+        try:
+            self.read(head, sub, tail)
+        except Damaged:
+            pass
+        else:
+            return 0, b""
+        dropped = puts - gets
+        data = self.span(head, tail - head)
+        done += min(dropped, puts - done)
+        self.commit_get(words, tail, 0, puts, done, True, done == puts)
+        return dropped, data
+
+
+class Damaged(CorruptMessage):
+    """The frame at ``pos`` runs past the last one written, or contradicts itself."""
+
+    def __init__(self, pos: int, what: str, limit: int) -> None:
+        super().__init__(
+            f"the shm:// ring is damaged: {what} at position {pos} runs past the last frame "
+            f"written ({limit}) or contradicts itself. Something other than queuekit wrote "
+            "into the segment"
+        )
+        self.pos = pos
+
+
+@lru_cache(maxsize=64)
+def _splitter(each: int, count: int) -> struct.Struct:
+    return struct.Struct(f"{each}s" * count)
+
+
+def _split_uniform(buf: Any, at: int, each: int, count: int) -> list[bytes]:
+    """``count`` payloads of ``each`` bytes, end to end from ``at``: split in C."""
+    payloads: list[bytes] = []
+    while count > _SPLIT:
+        payloads += _splitter(each, _SPLIT).unpack_from(buf, at)
+        at += each * _SPLIT
+        count -= _SPLIT
+    payloads += _splitter(each, count).unpack_from(buf, at)
+    return payloads
 
 
 _HEADERS = [FRAME.pack(n, 0) for n in range(1024)]
 """The headers of small frames without checksums, made once."""
 
 
+def _words(values: Any) -> bytes:
+    table = array("I", values)
+    if sys.byteorder == "big":
+        table.byteswap()
+    return table.tobytes()
+
+
 def lay_out(frames: list[bytes], crcs: list[int] | None) -> bytes:
-    """Frames as the ring holds them, one after the other: made outside the lock, copied into
-    the ring at once under it."""
+    """Items as the ring holds them: made outside the lock, copied into the ring at once under
+    it. Several are one batch frame (but for more than 4 GiB of payloads: frames end to end)."""
+    lengths = list(map(len, frames))
+    count, area = len(lengths), sum(lengths)
+    if count < 2 or area > _MAX_AREA:
+        return _lay_out_frames(frames, crcs)
+    each = lengths[0]
+    parts = [b"", b""]
+    if lengths.count(each) != count:
+        each = _VARIED
+        parts.append(_words(accumulate(lengths)))
+    if crcs is not None:
+        parts.append(_words(crcs))
+    size = 16 + area + 4 * count * ((each == _VARIED) + (crcs is not None))
+    parts[0] = _BATCH_HEAD.pack(BATCH, count, each, area)
+    parts += frames
+    parts.append(_PADS[size & 7])
+    return b"".join(parts)
+
+
+def _lay_out_frames(frames: list[bytes], crcs: list[int] | None) -> bytes:
     parts: list[bytes] = []
     add, pads = parts.extend, _PADS
     if crcs is None:

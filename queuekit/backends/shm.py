@@ -26,14 +26,23 @@ wake-up system call more than it needs (slower, never wrong).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import zlib
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Sequence
 from multiprocessing.context import get_spawning_popen
 from multiprocessing.reduction import DupFd
 from typing import Any, ClassVar, TypeVar
 
-from .._base import QueueBase, check_batch_fits, check_max_items, deadline, remaining
+from .._base import (
+    QueueBase,
+    check_batch_fits,
+    check_max_items,
+    deadline,
+    load_batch,
+    remaining,
+)
 from .._errors import (
     BackendUnavailable,
     CorruptMessage,
@@ -43,6 +52,7 @@ from .._errors import (
     JoinTimeout,
     MessageTooLarge,
     QueueClosed,
+    QueueError,
     ShutDown,
 )
 from .._protocol import Capabilities
@@ -50,6 +60,7 @@ from .._serializers import Serializer, dumps_many, get_serializer, loads_many
 from .._shmsync import UNAVAILABLE, mutex_trylock, mutex_unlock
 from .._urls import Param, QueueURL, as_bool, as_int, as_serializer, bind_params
 from ._shm_segment import (
+    BATCH,
     DATA_AT,
     FRAME,
     GET_AT,
@@ -61,6 +72,7 @@ from ._shm_segment import (
     PUTS,
     SHM_DIR,
     TASKS_AT,
+    Damaged,
     Segment,
     as_capacity,
     check_name,
@@ -134,6 +146,10 @@ class ShmQueue(QueueBase[T]):
         self._serializer = get_serializer(serializer)
         self._dumps = self._serializer.dumps
         self._loads = self._serializer.loads
+        self._loads_many = functools.partial(loads_many, self._serializer)
+        # Payloads got by a get_many that stopped before one that would not load: the next
+        # calls take them first (see get_many).
+        self._held: deque[Any] = deque()
         self._seg: Segment | None = None
         if capacity is not None:
             capacity = as_capacity(capacity)
@@ -363,7 +379,7 @@ class ShmQueue(QueueBase[T]):
                 words, tail, puts, shut = seg.put_end()
                 if shut:
                     raise ShutDown
-                _, seg.head_seen, seg.gets_seen, _ = seg.get_end()
+                _, seg.head_seen, _, seg.gets_seen, _ = seg.get_end()
                 if seg.fits(tail, puts, need, count):
                     return words, tail, puts
                 wait = remaining(end)
@@ -380,18 +396,21 @@ class ShmQueue(QueueBase[T]):
         seg = self._seg
         if seg is None:
             seg = self._segment()
-        # The usual case, written out: an item there, not wrapped around.
+        if self._held:
+            return self._from_held(1)[0]
+        # The usual case, written out: an item there, in a frame of its own, not wrapped around.
         mm, mutex = seg.mm, seg.get_mutex
         spin = True
+        damaged = False
         while True:
             tried = mutex_trylock(mutex)
             if tried:
                 seg.take(mutex, tried)
             try:
-                h0, g0, d0, h1, g1, d1, version, not_full, tasks, sleepers, joiners = _unpack_gets(
-                    mm, GET_AT
+                h0, s0, g0, d0, h1, s1, g1, d1, version, not_full, tasks, sleepers, joiners = (
+                    _unpack_gets(mm, GET_AT)
                 )
-                head = h1 if version & 1 else h0
+                head, sub = (h1, s1) if version & 1 else (h0, s0)
                 limit = seg.tail_seen
                 if (head >= limit and head >= (limit := seg.see_tail())) or (
                     timeout is not None and block and timeout < 0
@@ -401,68 +420,94 @@ class ShmQueue(QueueBase[T]):
                     at = DATA_AT + head % seg.capacity
                     n, crc = _unpack_frame(mm, at)
                     after = head + 8 + ((n + 7) & ~7)
-                    if at + 8 + n <= seg.data_end and after <= limit:
+                    if at + 8 + n <= seg.data_end and after <= limit and n != BATCH and not sub:
                         data = mm[at + 8 : at + 8 + n]
                     else:
-                        data, crc, after = seg.read(head, limit)
+                        data, crc, after, sub = seg.read(head, sub, limit)
                     if version & 1:
-                        h0, g0, d0 = after, g1 + 1, d1
+                        h0, s0, g0, d0 = after, sub, g1 + 1, d1
                     else:
-                        h1, g1, d1 = after, g0 + 1, d0
+                        h1, s1, g1, d1 = after, sub, g0 + 1, d0
                     _pack_gets(
-                        mm, GET_AT, h0, g0, d0, h1, g1, d1, version + 1,
+                        mm, GET_AT, h0, s0, g0, d0, h1, s1, g1, d1, version + 1,
                         not_full + 1, tasks, sleepers, joiners,
                     )  # fmt: skip
+            except Damaged:
+                data, damaged = None, True
             finally:
                 mutex_unlock(mutex)
-            if data is not None or not spin or not seg.spin(head, block, timeout):
+            if data is not None or damaged or not spin or not seg.spin(head, block, timeout):
                 break
             spin = False
         if data is None:
-            item: T = self._loads(self._wait_pop(seg, 1, block, timeout)[0])
-            return item
+            if damaged:
+                self._drop_damaged(seg)
+                return self.get(block, timeout)
+            return self._load(seg, *self._wait_pop(seg, 1, block, timeout))[0]
         if sleepers:
             seg.wake(NOT_FULL_AT)
         if seg.checksum and zlib.crc32(data) != crc:
+            self._count_done()
             raise _corrupt(seg, data)
-        item = self._loads(data)
+        try:
+            item: T = self._loads(data)
+        except Exception:
+            self._count_done()
+            raise
         return item
 
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
+        """Up to ``max_items`` items, once there is one.
+
+        It stops before an item that would not load (or fails its CRC-32 check): the items
+        before it are returned, and it and the items got after it wait in this handle, whose
+        next ``get``/``get_many`` take them before the queue; the first of them raises, and
+        counts as a task done. Waiting there, they are in flight with this handle: not in
+        ``qsize()``, unfinished for ``join()``; ``close()`` gives them back to the queue (or
+        raises ``QueueError`` if it is full or shut down), ``shutdown(immediate=True)`` drops
+        them, and a process killed holding them loses them.
+        """
         seg = self._segment()
         check_max_items(max_items)
+        if self._held:
+            return self._from_held(max_items)
         frames: list[bytes] | None = None
         spin = True
+        damaged = False
         while True:
             seg.take(seg.get_mutex)
             try:
-                words, head, gets, done = seg.get_end()
+                words, head, sub, gets, done = seg.get_end()
                 if (head < seg.tail_seen or head < seg.see_tail()) and not (
                     block and timeout is not None and timeout < 0
                 ):
-                    frames, crcs, head = seg.frames(head, seg.tail_seen, max_items)
-                    seg.commit_get(words, head, gets + len(frames), done, True, False)
+                    frames, crcs, head, sub = seg.frames(head, sub, seg.tail_seen, max_items)
+                    seg.commit_get(words, head, sub, gets + len(frames), done, True, False)
+            except Damaged:
+                damaged = True
             finally:
                 mutex_unlock(seg.get_mutex)
-            if frames is not None or not spin or not seg.spin(head, block, timeout):
+            if frames is not None or damaged or not spin or not seg.spin(head, block, timeout):
                 break
             spin = False
         if frames is None:
-            frames = self._wait_pop(seg, max_items, block, timeout)
-        else:
-            self._got(seg, words, frames, crcs)
-        items: list[T] = loads_many(self._serializer, frames)
-        return items
+            if damaged:
+                self._drop_damaged(seg)
+                return self.get_many(max_items, block, timeout)
+            frames, crcs = self._wait_pop(seg, max_items, block, timeout)
+        elif words[11]:
+            seg.wake(NOT_FULL_AT)
+        return self._load(seg, frames, crcs)
 
     def _wait_pop(
         self, seg: Segment, max_items: int, block: bool, timeout: float | None
-    ) -> list[bytes]:
-        """Up to ``max_items`` frames, once there is one: with both locks, waiting per
-        ``block`` and ``timeout``."""
+    ) -> tuple[list[bytes], list[int]]:
+        """Up to ``max_items`` payloads and their CRCs, once there is one: with both locks,
+        waiting per ``block`` and ``timeout``."""
         seg.take_both()
         try:
             _, tail, _, shut = seg.put_end()
-            words, head, gets, done = seg.get_end()
+            words, head, sub, gets, done = seg.get_end()
             if shut and head == tail:
                 raise ShutDown
             end = deadline(block, timeout)
@@ -473,29 +518,85 @@ class ShmQueue(QueueBase[T]):
                 seg.sleep(NOT_EMPTY_AT, wait)
                 self._segment()
                 _, tail, _, shut = seg.put_end()
-                words, head, gets, done = seg.get_end()
+                words, head, sub, gets, done = seg.get_end()
                 if shut and head == tail:
                     raise ShutDown
             seg.tail_seen = tail
-            frames, crcs, head = seg.frames(head, tail, max_items)
-            seg.commit_get(words, head, gets + len(frames), done, True, False)
+            dropped: tuple[int, bytes] | None = None
+            try:
+                frames, crcs, head, sub = seg.frames(head, sub, tail, max_items)
+            except Damaged:
+                dropped = seg.drop()
+            else:
+                seg.commit_get(words, head, sub, gets + len(frames), done, True, False)
         finally:
             seg.release_both()
-        return self._got(seg, words, frames, crcs)
+        if dropped is not None:
+            raise self._dropped(seg, *dropped)
+        if words[11]:
+            seg.wake(NOT_FULL_AT)
+        return frames, crcs
+
+    def _drop_damaged(self, seg: Segment) -> None:
+        """After a get found the frame at the head damaged: drop what the ring holds (if no
+        other get did already) and raise; return if there is nothing to drop now."""
+        seg.take_both()
+        try:
+            dropped, data = seg.drop()
+        finally:
+            seg.release_both()
+        if dropped:
+            raise self._dropped(seg, dropped, data)
 
     @staticmethod
-    def _got(
-        seg: Segment, words: tuple[int, ...], frames: list[bytes], crcs: list[int]
-    ) -> list[bytes]:
-        """After a get has let go of its locks: wake the putters waiting for room, check the
-        frames."""
-        if words[9]:
-            seg.wake(NOT_FULL_AT)
+    def _dropped(seg: Segment, dropped: int, data: bytes) -> CorruptMessage:
+        seg.wake(NOT_FULL_AT)
+        seg.wake(TASKS_AT)
+        return CorruptMessage(
+            f"the ring of shm://{seg.name} is damaged (something other than queuekit wrote into "
+            "the segment): a frame at its head runs past the last one written or contradicts "
+            f"itself, so no frame after it can be found. The {dropped} items put until now are "
+            "dropped, counted as tasks done, and their bytes are in this error's data; the "
+            "queue goes on with the items put from now on",
+            data=data,
+        )
+
+    def _load(self, seg: Segment, frames: list[bytes], crcs: list[int]) -> list[T]:
+        """The items of payloads just got, per the rule of ``get_many``."""
         if seg.checksum:
-            for data, crc in zip(frames, crcs, strict=True):
+            payloads: list[Any] = frames
+            bad = False
+            for i, (data, crc) in enumerate(zip(frames, crcs, strict=True)):
                 if zlib.crc32(data) != crc:
-                    raise _corrupt(seg, data)
-        return frames
+                    payloads[i] = _Bad(data, crc, _corrupt(seg, data))
+                    bad = True
+            if bad:
+                return load_batch(
+                    self._checked_many, self._checked, payloads, self._held, self._count_done
+                )
+        return load_batch(self._loads_many, self._loads, frames, self._held, self._count_done)
+
+    def _from_held(self, max_items: int) -> list[T]:
+        held = self._held
+        payloads = [held.popleft() for _ in range(min(max_items, len(held)))]
+        return load_batch(self._checked_many, self._checked, payloads, held, self._count_done)
+
+    def _checked(self, payload: Any) -> T:
+        if type(payload) is _Bad:
+            raise payload.error
+        item: T = self._loads(payload)
+        return item
+
+    def _checked_many(self, payloads: Sequence[Any]) -> list[T]:
+        for payload in payloads:
+            if type(payload) is _Bad:
+                raise payload.error
+        return self._loads_many(payloads)
+
+    def _count_done(self) -> None:
+        """A task done for an item got that would not load: its taker has none to mark."""
+        with contextlib.suppress(ValueError):  # counted done already by a drain
+            self.task_done()
 
     # --- the rest -------------------------------------------------------------------------
 
@@ -503,7 +604,7 @@ class ShmQueue(QueueBase[T]):
         seg = self._segment()
         seg.take_both()
         try:
-            return seg.put_end()[2] - seg.get_end()[2]
+            return seg.put_end()[2] - seg.get_end()[3]
         finally:
             seg.release_both()
 
@@ -511,11 +612,11 @@ class ShmQueue(QueueBase[T]):
         seg = self._segment()
         seg.take(seg.get_mutex)
         try:
-            words, head, gets, done = seg.get_end()
+            words, head, sub, gets, done = seg.get_end()
             # With more than one task left, this one changes nothing anyone waits for.
             quick = seg.puts_seen() - done > 1
             if quick:
-                seg.commit_get(words, head, gets, done + 1, False, False)
+                seg.commit_get(words, head, sub, gets, done + 1, False, False)
         finally:
             mutex_unlock(seg.get_mutex)
         if quick:
@@ -523,14 +624,14 @@ class ShmQueue(QueueBase[T]):
         seg.take_both()
         try:
             puts = seg.put_end()[2]
-            words, head, gets, done = seg.get_end()
+            words, head, sub, gets, done = seg.get_end()
             if puts <= done:
                 raise ValueError("task_done() called more times than there were items put")
             last = puts - done == 1
-            seg.commit_get(words, head, gets, done + 1, False, last)
+            seg.commit_get(words, head, sub, gets, done + 1, False, last)
         finally:
             seg.release_both()
-        if last and words[10]:
+        if last and words[12]:
             seg.wake(TASKS_AT)
 
     def join(self, timeout: float | None = None) -> None:
@@ -538,7 +639,7 @@ class ShmQueue(QueueBase[T]):
         seg.take_both()
         try:
             end = deadline(True, timeout)
-            while unfinished := seg.put_end()[2] - seg.get_end()[3]:
+            while unfinished := seg.put_end()[2] - seg.get_end()[4]:
                 wait = remaining(end)
                 if wait == 0.0:
                     raise JoinTimeout(f"join() timed out with {unfinished} unfinished tasks")
@@ -548,10 +649,17 @@ class ShmQueue(QueueBase[T]):
             seg.release_both()
 
     def shutdown(self, immediate: bool = False) -> None:
-        self._segment().tell_everyone(shut=True, drain=immediate)
+        seg = self._segment()
+        held = self._held
+        seg.tell_everyone(shut=True, drain=immediate, held=len(held) if immediate else 0)
+        if immediate:
+            held.clear()
 
     def close(self) -> None:
-        seg, self._seg = self._seg, None
+        seg = self._seg
+        if seg is not None and self._held:
+            self._give_back(seg)
+        self._seg = None
         self._closed = True
         if seg is None:
             return
@@ -560,6 +668,37 @@ class ShmQueue(QueueBase[T]):
         seg.tell_everyone()
         with contextlib.suppress(OSError):
             os.close(seg.fd)
+
+    def _give_back(self, seg: Segment) -> None:
+        """Put the payloads this handle holds back at the back of the queue, at once, without
+        waiting; they stay unfinished tasks (counted done as got, and again put)."""
+        held = self._held
+        count = len(held)
+        frames = [p.data if type(p) is _Bad else p for p in held]
+        crcs = None
+        if seg.checksum:
+            crcs = [p.crc if type(p) is _Bad else zlib.crc32(p) for p in held]
+        span = lay_out(frames, crcs)
+        seg.take_both()
+        try:
+            put_words, tail, puts, shut = seg.put_end()
+            words, head, sub, gets, done = seg.get_end()
+            seg.head_seen, seg.gets_seen = head, gets
+            if shut or not seg.fits(tail, puts, len(span), count):
+                raise QueueError(
+                    f"close() cannot give back the {count} items this handle holds (a get_many "
+                    "stopped before one that would not load, and they wait here): the queue is "
+                    f"{'shut down' if shut else 'full'}. Get them first (get and get_many take "
+                    "them before the queue's), then close the handle"
+                )
+            tail = seg.write_span(tail, span)
+            # Done first: a kill between the two loses these items, it never counts them twice.
+            seg.commit_get(words, head, sub, gets, done + count, False, False)
+            seg.commit_put(put_words, tail, puts + count, shut)
+        finally:
+            seg.release_both()
+        held.clear()
+        seg.wake(NOT_EMPTY_AT, count)
 
     def unlink(self) -> bool:
         """Remove the queue's name, if it has one and it still names this queue.
@@ -583,7 +722,7 @@ class ShmQueue(QueueBase[T]):
         seg.take_both()
         try:
             _, tail, puts, shut = seg.put_end()
-            _, head, gets, done = seg.get_end()
+            _, head, _, gets, done = seg.get_end()
         finally:
             seg.release_both()
         return {
@@ -594,6 +733,7 @@ class ShmQueue(QueueBase[T]):
             "maxsize": seg.maxsize,
             "qsize": puts - gets,
             "unfinished": puts - done,
+            "held": len(self._held),
             "shutdown": bool(shut),
             "checksum": seg.checksum,
             "serializer": self._serializer.name,
@@ -603,9 +743,19 @@ class ShmQueue(QueueBase[T]):
 def _corrupt(seg: Segment, data: bytes) -> CorruptMessage:
     return CorruptMessage(
         f"an item of {len(data)} bytes read from shm://{seg.name} fails its CRC-32 check: the "
-        "segment was written to by something other than queuekit; the item (and any got with "
-        "it) is lost"
+        "segment was written to by something other than queuekit. The item is off the queue "
+        "and counted as a task done; its bytes are in this error's data",
+        data=data,
     )
+
+
+class _Bad:
+    """A payload that failed its CRC-32 check, waiting in a handle to raise when met."""
+
+    __slots__ = ("crc", "data", "error")
+
+    def __init__(self, data: bytes, crc: int, error: CorruptMessage) -> None:
+        self.data, self.crc, self.error = data, crc, error
 
 
 def _check_settings(seg: Segment, wanted: dict[str, Any]) -> None:
