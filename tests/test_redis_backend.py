@@ -309,7 +309,7 @@ def test_task_done_acknowledges_oldest_of_this_handle(url: str) -> None:
         q.join(timeout=LONG)
 
 
-def test_batches_are_one_script_each(redis_url: str, url: str) -> None:
+def test_batches_are_one_call_each(redis_url: str, url: str) -> None:
     r = client(redis_url)
     with queuekit.open(url) as q:
         q.put(0)
@@ -319,12 +319,55 @@ def test_batches_are_one_script_each(redis_url: str, url: str) -> None:
         assert len(q.get_many(1000)) == 1000
         stats = r.info("commandstats")
         calls = {name: s["calls"] for name, s in stats.items() if name.startswith("cmdstat_")}
-        # Commands run inside scripts count too: one variadic LPUSH into the queue, one into
-        # the processing list; nothing per item.
-        assert calls.get("cmdstat_evalsha") == 2, calls
+        # Commands run inside scripts count too. put_many: one native variadic LPUSH and the
+        # script that checks it, in one MULTI/EXEC; get_many: one script, whose RPOP takes a
+        # count and whose LPUSH fills the processing list. Nothing per item.
+        assert calls.get("cmdstat_exec") == 1, calls
+        assert calls.get("cmdstat_eval") == 1, calls
+        assert calls.get("cmdstat_evalsha") == 1, calls
         assert calls.get("cmdstat_lpush") == 2, calls
-        assert calls.get("cmdstat_rpop") == 1, calls  # RPOP with a count
-        assert not {"cmdstat_lmove", "cmdstat_blmove"} & set(calls), calls
+        assert calls.get("cmdstat_rpop") == 1, calls
+        assert not {"cmdstat_lmove", "cmdstat_blmove", "cmdstat_ltrim"} & set(calls), calls
+
+
+def test_a_refused_native_push_leaves_nothing(url: str) -> None:
+    # Batches of 64 and more are pushed first and checked after, in one MULTI/EXEC: a full or
+    # shut-down queue takes them off again before anyone can see them.
+    with queuekit.open(url, maxsize=100) as q:
+        q.put_many(range(64))
+        with pytest.raises(queuekit.Full):
+            q.put_many(range(64, 128), timeout=0.1)
+        assert (q.qsize(), q.info()["unfinished"]) == (64, 64)
+        q.shutdown()
+        with pytest.raises(queuekit.ShutDown):
+            q.put_many(range(64, 128))
+        assert q.get_many(200, timeout=LONG) == list(range(64))
+        with pytest.raises(queuekit.ShutDown):
+            q.get(timeout=LONG)
+        assert q.info()["unfinished"] == 64
+
+
+@pytest.mark.parametrize("size", [1, 64, 200])  # one message; native pushes from 64 on
+def test_a_put_whose_reply_was_lost_is_not_pushed_twice(url: str, size: int) -> None:
+    redis = importlib.import_module("redis")
+    with queuekit.open(url) as q:
+        q.put("first")  # scripts loaded
+        talk, lost = q._talk, []  # type: ignore[attr-defined]
+
+        def reply_lost(*args: Any) -> Any:
+            reply = talk(*args)
+            if not lost:
+                lost.append(reply)
+                raise redis.ConnectionError("the reply was lost on the way")
+            return reply
+
+        q._talk = reply_lost  # type: ignore[attr-defined]
+        q.put_many(range(size))
+        del q._talk  # type: ignore[attr-defined]
+        assert lost, "the put was not sent"
+        assert q.qsize() == size + 1
+        assert q.info()["unfinished"] == size + 1
+        assert q.get_many(size + 1, timeout=LONG) == ["first", *range(size)]
 
 
 def test_every_key_shares_the_hash_tag(redis_url: str, url: str, key: str) -> None:

@@ -104,6 +104,37 @@ redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 return n
 """
 
+# After a native LPUSH of n envelopes in the same MULTI/EXEC (so nobody sees them before
+# this runs): keep them, or take them off again. Redis passes a batch through a script's
+# arguments at several times the cost of a native push (0.7 against 0.2 us an item).
+# KEYS: queue, meta, seq, putters. ARGV: seq, seq ttl ms, maxsize, marker ttl ms, n.
+# Returns what PUT returns.
+PUSHED = """
+local n = tonumber(ARGV[5])
+local verdict = n
+if redis.call('HGET', KEYS[2], 'shutdown') then
+  verdict = -1
+else
+  local last = redis.call('GET', KEYS[3])
+  if last and tonumber(last) >= tonumber(ARGV[1]) then
+    redis.call('LTRIM', KEYS[1], n, -1)  -- an earlier try of the same call pushed them
+    return n
+  end
+  local maxsize = tonumber(ARGV[3])
+  if maxsize > 0 and redis.call('LLEN', KEYS[1]) > maxsize then
+    redis.call('SET', KEYS[4], '1', 'PX', ARGV[4])
+    verdict = -2
+  end
+end
+if verdict < 0 then
+  redis.call('LTRIM', KEYS[1], n, -1)
+  return verdict
+end
+redis.call('HINCRBY', KEYS[2], 'unfinished', n)
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+return n
+"""
+
 # KEYS: queue, proc, meta, putters, room.
 # ARGV: max items, sentinel, bounded (0/1), ttl ms, messages the caller took just before.
 # Returns the messages taken, front first; or 1 (empty), or 2 (shut down and drained). The
