@@ -322,8 +322,13 @@ class MemoryQueue(QueueBase[T]):
         self._check_open()
         check_max_items(max_items)
         taken = self._get_encoded(max_items, block, timeout)
-        if self._plain and self._serializer is None:
-            return taken
+        if self._plain:
+            if self._serializer is None:
+                return taken
+            try:
+                return loads_many(self._serializer, taken)
+            except Exception:
+                pass  # a message that will not load: load_batch starts over and sorts it out
         rest: deque[Any] = deque()
         try:
             return load_batch(self._decode_many, self._decode, taken, rest, self._count_done)
