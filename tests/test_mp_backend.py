@@ -427,3 +427,148 @@ def test_repr_info_and_close(opened: Callable[..., MPQueue[Any]]) -> None:
     for call in (q.info, q.qsize, q.get_nowait, lambda: q.put(3), q.task_done, q.shutdown):
         with pytest.raises(QueueClosed):
             call()
+
+
+# --- A message that will not load ----------------------------------------------------------
+
+
+class Refused(Exception):
+    """What Refusing.loads raises: not a queuekit error, as a third-party serializer's."""
+
+
+class Refusing:
+    """Pickles everything and refuses to load the item "bad"."""
+
+    name = "refusing"
+
+    def dumps(self, item: Any) -> bytes:
+        return pickle.dumps(item)
+
+    def loads(self, data: bytes) -> Any:
+        item = pickle.loads(data)
+        if item == "bad":
+            raise Refused("refusing 'bad'")
+        return item
+
+
+def test_a_batch_with_a_message_that_will_not_load_returns_what_comes_before_it(
+    opened: Callable[..., MPQueue[Any]],
+) -> None:
+    q = opened(serializer=Refusing())
+    q.put_many([0, 1, "bad", 3])
+    q.put(4)
+    assert q.get_many(4, timeout=LONG) == [0, 1]
+    assert q.qsize() == 1  # the two this handle holds are not in the queue
+    with pytest.raises(Refused):
+        q.get(timeout=LONG)
+    assert q.get_many(5, timeout=LONG) == [3]  # what the handle holds comes first, alone
+    assert q.get(timeout=LONG) == 4
+    for _ in range(4):
+        q.task_done()
+    q.join(timeout=0)  # the bad message was counted done by the get that raised
+
+
+def test_a_batch_whose_first_message_will_not_load_raises_and_holds_the_rest(
+    opened: Callable[..., MPQueue[Any]],
+) -> None:
+    q = opened()
+    raw = opened("mp://?serializer=raw")
+    raw._shared, raw._q = q._shared, q._q  # a handle of the same queue that writes bytes
+    raw.put_many([b"not a pickle", pickle.dumps(1)])
+    with pytest.raises(SerializationError, match="cannot unpickle"):
+        q.get_many(2, timeout=LONG)
+    assert q.qsize() == 0
+    assert q.get(timeout=LONG) == 1
+    q.task_done()
+    q.join(timeout=0)
+
+
+def _take_then_close(q: MPQueue[Any], go: Any, conn: Any) -> None:
+    conn.send(q.get_many(10, timeout=LONG))
+    go.wait(LONG)
+    q.close()  # gives back what it holds
+    conn.send("closed")
+
+
+def test_close_gives_back_what_the_handle_holds_at_the_back_of_the_queue(
+    opened: Callable[..., MPQueue[Any]],
+) -> None:
+    q = opened(serializer=Refusing())
+    q.put_many([0, "bad", 2, 3])
+    ctx: Any = multiprocessing.get_context("fork")
+    go = ctx.Event()
+    parent_end, child_end = ctx.Pipe()
+    with running("fork", _take_then_close, q, go, child_end) as child:
+        assert parent_end.recv() == [0]
+        q.put(9)
+        go.set()
+        assert parent_end.recv() == "closed"
+    assert child.exitcode == 0
+    assert q.qsize() == 4
+    assert q.get(timeout=LONG) == 9
+    with pytest.raises(Refused):
+        q.get(timeout=LONG)
+    assert q.get_many(5, timeout=LONG) == [2, 3]
+    for _ in range(4):
+        q.task_done()
+    q.join(timeout=0)
+
+
+@pytest.mark.parametrize("why", ["full", "shut down"])
+def test_close_that_cannot_give_back_says_so_and_leaves_the_handle_open(
+    why: str, opened: Callable[..., MPQueue[Any]]
+) -> None:
+    q = opened("mp://?maxsize=3", serializer=Refusing())
+    q.put_many([0, "bad", 2])
+    assert q.get_many(3, timeout=LONG) == [0]
+    if why == "full":
+        q.put_many([7, 8, 9])
+    else:
+        q.shutdown()
+    with pytest.raises(queuekit.QueueError, match=r"holds 2 items.*get them first"):
+        q.close()
+    with pytest.raises(Refused):
+        q.get(timeout=LONG)
+    assert q.get(timeout=LONG) == 2
+    if why == "full":
+        assert q.get_many(5, timeout=LONG) == [7, 8, 9]
+    q.close()
+    with pytest.raises(QueueClosed):
+        q.get(timeout=LONG)
+
+
+def test_an_immediate_shutdown_drops_what_the_handle_holds_as_done(
+    opened: Callable[..., MPQueue[Any]],
+) -> None:
+    q = opened(serializer=Refusing())
+    q.put_many([0, "bad", 2, 3])
+    assert q.get_many(4, timeout=LONG) == [0]
+    q.shutdown(immediate=True)
+    with pytest.raises(ShutDown):
+        q.get(timeout=LONG)
+    q.task_done()  # for 0
+    q.join(timeout=0)
+    with pytest.raises(ValueError, match="more times"):
+        q.task_done()
+
+
+def _try_to_get(q: MPQueue[Any], conn: Any) -> None:
+    try:
+        conn.send(q.get_many(5, block=False))
+    except Empty:
+        conn.send("empty")
+
+
+def test_a_forked_child_s_copy_of_a_handle_holds_nothing(
+    opened: Callable[..., MPQueue[Any]],
+) -> None:
+    q = opened(serializer=Refusing())
+    q.put_many([0, "bad", 2])
+    assert q.get_many(3, timeout=LONG) == [0]
+    ctx: Any = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    with running("fork", _try_to_get, q, child_end):
+        assert parent_end.recv() == "empty"  # the parent's held payloads are the parent's
+    with pytest.raises(Refused):
+        q.get(timeout=LONG)
+    assert q.get(timeout=LONG) == 2

@@ -955,13 +955,192 @@ def test_a_batch_that_cannot_be_pickled_names_the_item_and_puts_nothing(
     assert q.info()["bytes_waiting"] == 0
 
 
-def test_a_batch_that_cannot_be_unpickled_is_a_serialization_error(
+# --- A message that will not load ----------------------------------------------------------
+
+
+class Refused(Exception):
+    """What Refusing.loads raises: not a queuekit error, as a third-party serializer's."""
+
+
+class Refusing:
+    """Pickles everything and refuses to load the item "bad"."""
+
+    name = "refusing"
+
+    def dumps(self, item: Any) -> bytes:
+        return pickle.dumps(item)
+
+    def loads(self, data: bytes) -> Any:
+        item = pickle.loads(data)
+        if item == "bad":
+            raise Refused("refusing 'bad'")
+        return item
+
+
+def test_a_batch_with_a_frame_that_will_not_load_returns_what_comes_before_it(
     opened: Callable[..., PipeQueue[Any]],
 ) -> None:
     q = opened("pipe://")
     raw = opened("pipe://?serializer=raw")
-    # Frames written by a raw handle of the same pipe are not pickles.
+    # Frames written by a raw handle of the same pipe are whole, but not all are pickles.
     raw._shared = q._shared
     raw.put_many([pickle.dumps(1), b"not a pickle", pickle.dumps(3)])
-    with pytest.raises(SerializationError, match="cannot unpickle one of 3"):
+    raw.put(pickle.dumps(4))
+    assert q.get_many(3, timeout=LONG) == [1]
+    assert q.qsize() == 1  # the two this handle holds are not in the queue
+    with pytest.raises(SerializationError, match="cannot unpickle a 12-byte message"):
+        q.get(timeout=LONG)
+    assert q.get_many(5, timeout=LONG) == [3]  # what the handle holds comes first, alone
+    assert q.get(timeout=LONG) == 4
+    for _ in range(3):
+        q.task_done()
+    q.join(timeout=0)  # the bad message was counted done by the get that raised
+
+
+def test_a_message_without_the_authkey_s_tag_is_refused_done_and_skipped(
+    opened: Callable[..., PipeQueue[Any]],
+) -> None:
+    q = opened("pipe://", authkey=b"k" * 32)
+    foreign = opened("pipe://")
+    foreign._shared = q._shared
+    foreign.put("forged")
+    q.put("signed")
+    with pytest.raises(queuekit.AuthenticationError) as info:
+        q.get(timeout=LONG)
+    assert info.value.data == pickle.dumps("forged", protocol=5)
+    assert q.get(timeout=LONG) == "signed"
+    q.task_done()
+    q.join(timeout=0)
+
+
+def test_a_batch_whose_first_message_will_not_load_raises_and_holds_the_rest(
+    opened: Callable[..., PipeQueue[Any]],
+) -> None:
+    q = opened("pipe://", serializer=Refusing())
+    q.put_many(["bad", 1, 2])
+    q.put(3)
+    with pytest.raises(Refused):
         q.get_many(3, timeout=LONG)
+    assert q.qsize() == 1
+    assert q.get(timeout=LONG) == 1
+    assert q.get_many(5, timeout=LONG) == [2]
+    assert q.get_many(5, timeout=LONG) == [3]
+    for _ in range(3):
+        q.task_done()
+    q.join(timeout=0)
+
+
+def _take_then_close(q: PipeQueue[Any], go: Any, conn: Connection) -> None:
+    conn.send(q.get_many(10, timeout=LONG))
+    go.wait(LONG)
+    q.close()  # gives back what it holds
+    conn.send("closed")
+
+
+def test_close_gives_back_what_the_handle_holds_at_the_back_of_the_queue(
+    opened: Callable[..., PipeQueue[Any]],
+) -> None:
+    q = opened("pipe://", serializer=Refusing())
+    q.put_many([0, "bad", 2, 3])
+    go = FORK.Event()
+    parent_end, child_end = FORK.Pipe()
+    child = FORK.Process(target=_take_then_close, args=(q, go, child_end))
+    child.start()
+    assert parent_end.recv() == [0]
+    q.put(9)
+    go.set()
+    assert parent_end.recv() == "closed"
+    child.join(LONG)
+    assert child.exitcode == 0
+    assert q.qsize() == 4
+    assert q.get(timeout=LONG) == 9
+    with pytest.raises(Refused):
+        q.get(timeout=LONG)
+    assert q.get_many(5, timeout=LONG) == [2, 3]
+    for _ in range(4):
+        q.task_done()
+    q.join(timeout=0)
+
+
+@pytest.mark.parametrize("why", ["full", "shut down"])
+def test_close_that_cannot_give_back_says_so_and_leaves_the_handle_open(
+    why: str, opened: Callable[..., PipeQueue[Any]]
+) -> None:
+    q = opened("pipe://?maxsize=3", serializer=Refusing())
+    q.put_many([0, "bad", 2])
+    assert q.get_many(3, timeout=LONG) == [0]
+    if why == "full":
+        q.put_many([7, 8, 9])
+    else:
+        q.shutdown()
+    with pytest.raises(queuekit.QueueError, match=r"holds 2 items.*get them first"):
+        q.close()
+    with pytest.raises(Refused):
+        q.get(timeout=LONG)
+    assert q.get(timeout=LONG) == 2
+    q.close()
+    with pytest.raises(QueueClosed):
+        q.get(timeout=LONG)
+
+
+def test_an_immediate_shutdown_drops_what_the_handle_holds_as_done(
+    opened: Callable[..., PipeQueue[Any]],
+) -> None:
+    q = opened("pipe://", serializer=Refusing())
+    q.put_many([0, "bad", 2, 3])
+    assert q.get_many(4, timeout=LONG) == [0]
+    q.shutdown(immediate=True)
+    with pytest.raises(queuekit.ShutDown):
+        q.get(timeout=LONG)
+    q.task_done()  # for 0
+    q.join(timeout=0)
+    with pytest.raises(ValueError, match="more times"):
+        q.task_done()
+
+
+def _hold_then_die_giving_back(q: PipeQueue[Any]) -> None:
+    q.get_many(3, timeout=LONG)
+    type(q._shared).added = lambda self, n: _die()  # type: ignore[method-assign]
+    q.close()
+
+
+def test_a_process_killed_giving_back_what_it_held_leaves_the_counts_right(
+    opened: Callable[..., PipeQueue[Any]],
+) -> None:
+    q = opened("pipe://", serializer=Refusing())
+    q.put_many([0, "bad", 2])
+    child = FORK.Process(target=_hold_then_die_giving_back, args=(q,))
+    child.start()
+    child.join(LONG)
+    assert child.exitcode == -signal.SIGKILL
+    # Its write went in: the repair counts it in the queue, not again as a task.
+    assert within(LONG, q.qsize, "qsize() after the kill") == 2
+    with pytest.raises(Refused):
+        q.get(timeout=LONG)
+    assert q.get(timeout=LONG) == 2
+    q.task_done()
+    assert q.info()["unfinished"] == 1  # 0, which the killed process had got
+
+
+def _try_to_get(q: PipeQueue[Any], conn: Connection) -> None:
+    try:
+        conn.send(q.get_many(5, block=False))
+    except queue.Empty:
+        conn.send("empty")
+
+
+def test_a_forked_child_s_copy_of_a_handle_holds_nothing(
+    opened: Callable[..., PipeQueue[Any]],
+) -> None:
+    q = opened("pipe://", serializer=Refusing())
+    q.put_many([0, "bad", 2])
+    assert q.get_many(3, timeout=LONG) == [0]
+    parent_end, child_end = FORK.Pipe()
+    child = FORK.Process(target=_try_to_get, args=(q, child_end))
+    child.start()
+    assert parent_end.recv() == "empty"  # the parent's held payloads are the parent's
+    child.join(LONG)
+    assert child.exitcode == 0
+    with pytest.raises(Refused):
+        q.get(timeout=LONG)
+    assert q.get(timeout=LONG) == 2

@@ -20,25 +20,38 @@ A process killed while writing into, or reading from, the pipe leaves it unusabl
 stdlib documentation warns: later gets with a timeout raise ``Empty`` after the grace, and one
 without waits for good. The counts beside the pipe survive any kill (a robust lock, see
 :mod:`queuekit._procstate`). A process killed while *waiting* (in get, put or join) is harmless.
+
+A message the serializer cannot load is counted as a task done and its error raised. A
+``get_many`` that meets one returns the items before it and keeps it and the rest in the
+handle, as payloads, which its next gets take before the queue: they are not in ``qsize()``,
+an immediate shutdown discards them as done, and ``close()`` puts them back at the back of the
+queue (or raises :class:`~queuekit.QueueError`, saying to get them first, and stays open).
+A process killed holding them loses them.
 """
 
 from __future__ import annotations
 
+import os
 import queue as _stdlib_queue
 import time
-from collections.abc import Iterable
+import weakref
+from collections import deque
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._base import check_max_items
-from .._errors import Empty, InvalidURL, ShutDown
+from .._base import check_max_items, load_batch
+from .._errors import Empty, InvalidURL, QueueError, ShutDown
 from .._procstate import (
+    IMMEDIATE,
     PROCESS_PARAMS,
+    SHUTDOWN,
+    UNFINISHED,
     ProcessSharedState,
     SharedStateHandle,
     primitives_context,
 )
 from .._protocol import Capabilities
-from .._serializers import Serializer, get_serializer
+from .._serializers import Serializer, get_serializer, loads_many
 from .._urls import Param, QueueURL, bind_params
 
 if TYPE_CHECKING:
@@ -50,6 +63,19 @@ T = TypeVar("T")
 
 IN_FLIGHT_GRACE = 2.0
 """Seconds a getter waits for an item it has claimed but whose bytes are still on their way."""
+
+
+_holding: weakref.WeakSet[MPQueue[Any]] = weakref.WeakSet()
+"""Handles that have held payloads (see ``load_batch``): a forked child's copies hold none."""
+
+
+def _forget_held() -> None:
+    for handle in list(_holding):
+        handle._held = deque()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held)
 
 
 class MPQueue(SharedStateHandle[T]):
@@ -66,6 +92,13 @@ class MPQueue(SharedStateHandle[T]):
         self._shared = ProcessSharedState(maxsize, context)
         self._serializer = get_serializer(serializer)
         self._q: StdlibQueue[bytes] = primitives_context(self._shared.context).Queue()
+        self._held: deque[bytes] = deque()
+        """Payloads a get_many took and did not return, front first (see load_batch)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_held"] = deque()  # this handle's own, not its copy's
+        return state
 
     @classmethod
     def from_url(cls, url: QueueURL, **options: Any) -> MPQueue[Any]:
@@ -100,12 +133,71 @@ class MPQueue(SharedStateHandle[T]):
             self._q.put(data)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
-        item: T = self._serializer.loads(self._get_encoded(1, block, timeout)[0])
+        if self._held and (taken := self._take_held(1)):
+            data = taken[0]
+        else:
+            data = self._get_encoded(1, block, timeout)[0]
+        try:
+            item: T = self._serializer.loads(data)
+        except Exception:
+            self._tasks_done()
+            raise
         return item
 
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
         check_max_items(max_items)
-        return [self._serializer.loads(d) for d in self._get_encoded(max_items, block, timeout)]
+        if not (self._held and (payloads := self._take_held(max_items))):
+            payloads = self._get_encoded(max_items, block, timeout)
+        try:
+            return loads_many(self._serializer, payloads)
+        except Exception:
+            pass  # a message that will not load: load_batch starts over and sorts it out
+        try:
+            return load_batch(
+                self._loads_many, self._serializer.loads, payloads, self._held, self._tasks_done
+            )
+        finally:
+            if self._held:
+                _holding.add(self)
+
+    def _loads_many(self, payloads: Sequence[bytes]) -> list[T]:
+        return loads_many(self._serializer, payloads)
+
+    def _tasks_done(self, n: int = 1) -> None:
+        """``n`` tasks are done: messages that will not load, or payloads a handle dropped
+        (never below zero: task_done() may have run ahead of get())."""
+        shared = self._shared
+        s = shared.slots
+        with shared.lock:
+            s[UNFINISHED] = max(0, s[UNFINISHED] - n)
+            if not s[UNFINISHED]:
+                shared.all_tasks_done.notify_all()
+
+    def _take_held(self, max_items: int) -> list[bytes]:
+        """Up to ``max_items`` of the payloads this handle holds, front first."""
+        self._check_open()
+        if self._shared.slots[SHUTDOWN] == IMMEDIATE:
+            self._drop_held()
+            raise ShutDown
+        held, taken = self._held, list[bytes]()
+        try:
+            while len(taken) < max_items:
+                taken.append(held.popleft())
+        except IndexError:  # another thread took the rest
+            pass
+        return taken
+
+    def _drop_held(self) -> None:
+        """Discard the payloads this handle holds, as done, as an immediate shutdown does."""
+        dropped = 0
+        try:
+            while True:
+                self._held.popleft()
+                dropped += 1
+        except IndexError:
+            pass
+        if dropped:
+            self._tasks_done(dropped)
 
     def _get_encoded(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:
         self._check_open()
@@ -138,14 +230,46 @@ class MPQueue(SharedStateHandle[T]):
         # The discarded items still fill the pipe, and their producers' feeders (and exits)
         # wait on it: take them out, giving up on those whose producer died.
         self._receive(discarded, time.monotonic())
+        if immediate:
+            self._drop_held()
 
     def close(self) -> None:
         if self._closed:
             return
+        if self._held:
+            self._give_back()
         self._closed = True
         # As the stdlib: wait until this process's feeder has written what it put into the pipe.
         self._q.close()
         self._q.join_thread()
+
+    def _give_back(self) -> None:
+        shared, held = self._shared, list(self._held)
+        s, n = shared.slots, len(held)
+        shared.acquire()
+        try:
+            if s[SHUTDOWN] == IMMEDIATE:
+                discard = True
+            else:
+                discard = False
+                shared.wait_for_room(n, 0, False, None)
+                shared.added(n)
+                s[UNFINISHED] -= n  # got, and unfinished already
+        except Exception as exc:
+            raise QueueError(
+                f"mp://: this handle holds {n} items that a get_many took after a message that "
+                f"would not load, and cannot put them back ({exc!r:.200}); get them first (get "
+                "or get_many on this handle), then close it. The handle is still open"
+            ) from exc
+        finally:
+            shared.release()
+        if discard:
+            self._drop_held()
+            return
+        # Counted first, sent after, as a put.
+        for data in held:
+            self._q.put(data)
+            self._held.popleft()
 
     def info(self) -> dict[str, Any]:
         """Facts for ``queuekit info``."""

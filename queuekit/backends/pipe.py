@@ -54,6 +54,13 @@ that fits the pipe is never cut by a kill (the kernel copies it whole), so only 
 killed getter had read are lost. A stream that cannot be made whole again (bytes the journal
 does not explain, or a putter killed while finishing a write the kernel took in part, see
 below) raises ``CorruptMessage`` from then on; nothing waits for bytes that will not come.
+
+A message whose frame is whole but which the serializer cannot load is counted as a task done
+and its error raised. A ``get_many`` that meets one returns the items before it and keeps it
+and the rest in the handle, as payloads, which its next gets take before the pipe: they are
+not in ``qsize()``, an immediate shutdown discards them as done, and ``close()`` puts them back
+at the back of the queue (or raises :class:`~queuekit.QueueError`, saying to get them first,
+and stays open). A process killed holding them loses them.
 """
 
 from __future__ import annotations
@@ -67,11 +74,13 @@ import struct
 import termios
 import threading
 import time
-from collections.abc import Iterable
+import weakref
+from collections import deque
+from collections.abc import Iterable, Sequence
 from multiprocessing.reduction import DupFd
 from typing import Any, ClassVar, TypeVar
 
-from .._base import check_max_items
+from .._base import check_max_items, load_batch
 from .._errors import (
     BackendUnavailable,
     CorruptMessage,
@@ -79,6 +88,8 @@ from .._errors import (
     InvalidURL,
     MessageTooLarge,
     QueueClosed,
+    QueueError,
+    ShutDown,
 )
 from .._procstate import (
     COUNT,
@@ -466,9 +477,11 @@ class _Pipe(ProcessSharedState):
         nbytes: int,
         block: bool,
         timeout: float | None,
+        given_back: bool = False,
     ) -> None:
         """Write frames whose payloads have ``lengths`` (one frame's, or an array of them),
-        ``nbytes`` in all with their headers, once they fit, and count them in."""
+        ``nbytes`` in all with their headers, once they fit, and count them in; as unfinished
+        tasks too, unless they are ``given_back`` (got, and unfinished already)."""
         s = self.slots
         n = 1 if isinstance(lengths, int) else len(lengths)
         tried = mutex_trylock(self.mutex)
@@ -505,14 +518,22 @@ class _Pipe(ProcessSharedState):
             else:
                 self.sizes_view[at:] = lengths[: ring - at]
                 self.sizes_view[: at + n - ring] = lengths[ring - at :]
-            s[_OP_SEQ], s[_OP_BYTES], s[_OP_UNFINISHED] = seq, s[_BYTES], s[UNFINISHED]
+            # A repair counts a write it finds done in: as tasks, for frames given back, from
+            # what the count will be once they leave it.
+            unfinished = s[UNFINISHED] - n if given_back else s[UNFINISHED]
+            s[_OP_SEQ], s[_OP_BYTES], s[_OP_UNFINISHED] = seq, s[_BYTES], unfinished
             s[_OP] = n * _PER_OP + nbytes
             if not self._write(frames, nbytes):
                 s[_OP] = 0
+                if given_back:  # discarded by an immediate shutdown: done
+                    self.count_done(n)
                 return
             s[_WRITTEN] = seq + n
             s[_BYTES] += nbytes
             self.added(n)
+            if given_back:
+                s[_OP_UNFINISHED] = s[UNFINISHED] - n  # _finish_write may have reset it
+                s[UNFINISHED] -= n
             s[_OP] = 0
         finally:
             self.release()
@@ -565,6 +586,19 @@ class _Pipe(ProcessSharedState):
         s[_OP_BYTES], s[_OP_UNFINISHED] = s[_BYTES], s[UNFINISHED]
         s[_OP] = op
         return True
+
+    def count_done(self, n: int) -> None:
+        """With the lock held: ``n`` tasks are done (never below zero: task_done() may have run
+        ahead of get())."""
+        s = self.slots
+        s[UNFINISHED] = max(0, s[UNFINISHED] - n)
+        if not s[UNFINISHED]:
+            self.all_tasks_done.notify_all()
+
+    def tasks_done(self, n: int = 1) -> None:
+        """``n`` tasks are done: messages that will not load, or payloads a handle dropped."""
+        with self.lock:
+            self.count_done(n)
 
     # --- Getting ----------------------------------------------------------------------------
 
@@ -696,6 +730,19 @@ class _Pipe(ProcessSharedState):
         return {**facts, "bytes_waiting": waiting, "late_writes": late}
 
 
+_holding: weakref.WeakSet[PipeQueue[Any]] = weakref.WeakSet()
+"""Handles that have held payloads (see ``load_batch``): a forked child's copies hold none."""
+
+
+def _forget_held() -> None:
+    for handle in list(_holding):
+        handle._held = deque()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held)
+
+
 class PipeQueue(SharedStateHandle[T]):
     SCHEME = "pipe"
     _shared: _Pipe
@@ -723,6 +770,13 @@ class PipeQueue(SharedStateHandle[T]):
         self._serializer = get_serializer(serializer)
         self._shared = _Pipe(maxsize, context, capacity)
         self._limit = self._shared.budget - _HEAD
+        self._held: deque[bytes] = deque()
+        """Payloads a get_many took and did not return, front first (see load_batch)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_held"] = deque()  # this handle's own, not its copy's
+        return state
 
     @classmethod
     def from_url(cls, url: QueueURL, **options: Any) -> PipeQueue[Any]:
@@ -786,19 +840,73 @@ class PipeQueue(SharedStateHandle[T]):
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         self._check_open()
-        item: T = self._serializer.loads(self._shared.receive(1, block, timeout)[0])
+        if self._held and (taken := self._take_held(1)):
+            data = taken[0]
+        else:
+            data = self._shared.receive(1, block, timeout)[0]
+        try:
+            item: T = self._serializer.loads(data)
+        except Exception:
+            self._shared.tasks_done()
+            raise
         return item
 
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
         self._check_open()
         check_max_items(max_items)
-        return loads_many(self._serializer, self._shared.receive(max_items, block, timeout))
+        if not (self._held and (payloads := self._take_held(max_items))):
+            payloads = self._shared.receive(max_items, block, timeout)
+        try:
+            return loads_many(self._serializer, payloads)
+        except Exception:
+            pass  # a message that will not load: load_batch starts over and sorts it out
+        try:
+            return load_batch(
+                self._loads_many,
+                self._serializer.loads,
+                payloads,
+                self._held,
+                self._shared.tasks_done,
+            )
+        finally:
+            if self._held:
+                _holding.add(self)
+
+    def _loads_many(self, payloads: Sequence[bytes]) -> list[T]:
+        return loads_many(self._serializer, payloads)
+
+    def _take_held(self, max_items: int) -> list[bytes]:
+        """Up to ``max_items`` of the payloads this handle holds, front first."""
+        if self._shared.slots[SHUTDOWN] == IMMEDIATE:
+            self._drop_held()
+            raise ShutDown
+        held, taken = self._held, list[bytes]()
+        try:
+            while len(taken) < max_items:
+                taken.append(held.popleft())
+        except IndexError:  # another thread took the rest
+            pass
+        return taken
+
+    def _drop_held(self) -> None:
+        """Discard the payloads this handle holds, as done, as an immediate shutdown does."""
+        dropped = 0
+        try:
+            while True:
+                self._held.popleft()
+                dropped += 1
+        except IndexError:
+            pass
+        if dropped:
+            self._shared.tasks_done(dropped)
 
     def shutdown(self, immediate: bool = False) -> None:
         # Discarded frames stay in the pipe, never read: after an immediate shutdown no get
         # takes a frame and no put adds one.
         self._check_open()
         self._shared.shutdown(immediate)
+        if immediate:
+            self._drop_held()
 
     def close_reader(self) -> None:
         """Give up this handle's read end: its gets raise ``QueueClosed`` from now on.
@@ -811,8 +919,34 @@ class PipeQueue(SharedStateHandle[T]):
 
     def close(self) -> None:
         if not self._closed:
+            if self._held:
+                self._give_back()
             self._closed = True
             self._shared.close_fds()
+
+    def _give_back(self) -> None:
+        if self._shared.slots[SHUTDOWN] == IMMEDIATE:
+            self._drop_held()
+            return
+        held = list(self._held)
+        lengths = list(map(len, held))
+        parts = [b""] * (2 * len(held))
+        parts[::2] = map(_HEADERS.__getitem__, lengths)
+        parts[1::2] = held
+        frames = b"".join(parts)
+        try:
+            self._shared.send(
+                frames, array.array("I", lengths), len(frames), False, None, given_back=True
+            )
+        except Exception as exc:
+            raise QueueError(
+                f"pipe://: this handle holds {len(held)} items that a get_many took after a "
+                f"message that would not load, and cannot put them back ({exc!r:.200}); get "
+                "them first (get or get_many on this handle), then close it. The handle is "
+                "still open"
+            ) from exc
+        for _ in held:
+            self._held.popleft()
 
     def info(self) -> dict[str, Any]:
         """Facts for ``queuekit info``."""
