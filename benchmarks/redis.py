@@ -11,8 +11,9 @@ medians over rounds, and each ratio is the median of the rounds' own ratios.
 * put+get: ``q.put(x); q.get()`` against ``LPUSH`` + ``BRPOP``;
 * acknowledged get: ``q.get(); q.task_done()`` against ``BLMOVE`` + ``LREM`` (items queued
   before the clock starts, the same way on both sides);
-* batches of 10 and of 100: ``put_many`` against one variadic ``LPUSH``, ``get_many(n)``
-  against ``LPOP key n`` (items per second).
+* batches of 10, 100 and 1000: ``put_many`` against one variadic ``LPUSH``, ``get_many(n)``
+  against ``LPOP key n`` (items per second; batches of 1000 only when ``--ops`` is 1000 or
+  more).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import queuekit  # noqa: E402
 
 ITEM = b"x" * 100
 BATCH = 100
+BIG = 1000
 
 
 @contextmanager
@@ -188,13 +190,18 @@ def scenarios(url: str, ops: int) -> dict[str, tuple[Callable[[], float], Callab
         "get+task_done": (lambda: timed(raw_fill, raw_ack), lambda: timed(qk_fill, qk_ack)),
         **batch_cases(10),
         **batch_cases(BATCH),
+        **(batch_cases(BIG) if ops >= BIG else {}),
     }  # fmt: skip
 
 
 TARGETS = {
     "put+get": ("cost", 1.25),
     "get+task_done": ("cost", 1.25),
-    **{f"{op}({n})": ("throughput", 0.5) for op in ("put_many", "get_many") for n in (10, BATCH)},
+    **{
+        f"{op}({n})": ("throughput", 0.5)
+        for op in ("put_many", "get_many")
+        for n in (10, BATCH, BIG)
+    },
 }
 
 
