@@ -270,6 +270,64 @@ def test_close_gives_back_unacknowledged_messages(url: str) -> None:
         assert [(m.item, m.deliveries) for m in got] == [("b", 2), ("c", 1)]
 
 
+def test_killed_consumer_batch_comes_back_without_what_it_acknowledged(url: str) -> None:
+    # A get_many of 16 or more holds its batch in a list of its own on the server; a consumer
+    # killed holding two of them, part acknowledged, gives back exactly the rest, once each.
+    url += "&visibility_timeout=1"
+    script = textwrap.dedent(
+        f"""
+        import time, queuekit
+        q = queuekit.open({url!r})
+        assert q.get_many(20, timeout={LONG}) == list(range(20))
+        assert q.get_many(20, timeout={LONG}) == list(range(20, 40))
+        for _ in range(5):
+            q.task_done()
+        print(q.info()["consumers"][q._cid]["in_flight"], flush=True)
+        time.sleep(600)
+        """
+    )
+    with queuekit.open(url) as q:
+        q.put_many(range(50))
+        child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "35"
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(LONG)
+        assert q.qsize() == 10
+        got: list[int] = []
+        while len(got) < 45:
+            got += q.get_many(100, timeout=5)  # > 1.5 visibility timeouts
+        assert sorted(got) == list(range(5, 50)), "lost or delivered twice"
+        with pytest.raises(Empty):
+            q.get(timeout=2.5)  # nothing comes back a second time
+        for _ in got:
+            q.task_done()
+        q.join(timeout=LONG)
+        info = q.info()
+        assert (info["unfinished"], info["qsize"]) == (0, 0)
+        assert list(info["consumers"].values()) == [{"alive": True, "in_flight": 0}]
+
+
+def test_close_gives_back_a_batch_list_in_order(url: str) -> None:
+    with queuekit.open(url) as q:
+        q.put_many(range(40))
+        taker = queuekit.open(url)
+        assert taker.get_many(30) == list(range(30))
+        for _ in range(10):
+            taker.task_done()
+        assert [c["in_flight"] for c in taker.info()["consumers"].values()] == [20]
+        taker.close()
+        got = [q.get_message(timeout=LONG) for _ in range(30)]  # type: ignore[attr-defined]
+        assert [m.item for m in got] == list(range(10, 40))
+        assert [m.deliveries for m in got] == [2] * 20 + [1] * 10
+        for _ in got:
+            q.task_done()
+        q.join(timeout=LONG)
+        assert q.unlink() is True
+
+
 def test_close_during_a_blocked_get_gives_its_message_back(url: str) -> None:
     with queuekit.open(url) as q:
         waiting = queuekit.open(url)
@@ -320,14 +378,18 @@ def test_batches_are_one_call_each(redis_url: str, url: str) -> None:
         stats = r.info("commandstats")
         calls = {name: s["calls"] for name, s in stats.items() if name.startswith("cmdstat_")}
         # Commands run inside scripts count too. put_many: one native variadic LPUSH and the
-        # script that checks it, in one MULTI/EXEC; get_many: one script, whose RPOP takes a
-        # count and whose LPUSH fills the processing list. Nothing per item.
-        assert calls.get("cmdstat_exec") == 1, calls
+        # script that checks it, in one MULTI/EXEC. get_many: a script whose SORT ... STORE
+        # copies the batch into a list of its own, named by one LPUSH into the processing list,
+        # and whose LTRIM takes it off the queue; then one LRANGE, in one MULTI/EXEC. Nothing
+        # per item.
+        assert calls.get("cmdstat_exec") == 2, calls
         assert calls.get("cmdstat_eval") == 1, calls
         assert calls.get("cmdstat_evalsha") == 1, calls
         assert calls.get("cmdstat_lpush") == 2, calls
-        assert calls.get("cmdstat_rpop") == 1, calls
-        assert not {"cmdstat_lmove", "cmdstat_blmove", "cmdstat_ltrim"} & set(calls), calls
+        assert calls.get("cmdstat_sort") == 1, calls
+        assert calls.get("cmdstat_lrange") == 1, calls
+        assert calls.get("cmdstat_ltrim") == 1, calls
+        assert not {"cmdstat_lmove", "cmdstat_blmove", "cmdstat_rpop"} & set(calls), calls
 
 
 def test_a_refused_native_push_leaves_nothing(url: str) -> None:

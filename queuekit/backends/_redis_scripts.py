@@ -21,6 +21,12 @@ MAGIC = b"qk\x01"
 HEADER = len(MAGIC) + 16 + 1
 _MAGIC_LUA = "qk\\1"  # MAGIC as a Lua string literal
 
+REF = b"queuekit:batch:"
+"""In a processing list, REF + the name of a batch list: a get_many's messages, oldest first,
+copied there by the server (SORT ... STORE) rather than through a script's values. Never an
+envelope (no MAGIC)."""
+_REF_LUA = REF.decode()
+
 WAKE_TOKENS = 64
 """Most wake-up tokens kept in a wake list: enough for the waiters of one queue."""
 
@@ -56,6 +62,13 @@ class Keys:
 
     def proc(self, consumer: str) -> str:
         return self.queue + ":proc:" + consumer
+
+    def held(self, consumer: str) -> str:
+        """Hash: ``n`` messages in the consumer's batch lists, ``refs`` of them in its proc."""
+        return self.queue + ":held:" + consumer
+
+    def batch(self, consumer: str, number: int) -> str:
+        return f"{self.queue}:batch:{consumer}:{number}"
 
     def heartbeat(self, consumer: str) -> str:
         return self.queue + ":hb:" + consumer
@@ -162,6 +175,33 @@ return got
 """
 )
 
+# A get_many's batch, copied by the server: passing messages through a script's values costs
+# Redis several times a native copy (0.8 against 0.3 us a message). The caller reads the batch
+# list with LRANGE in the same MULTI/EXEC.
+# KEYS: queue, proc, meta, putters, room, batch, held. ARGV: max items, sentinel, bounded (0/1),
+# ttl ms, the batch list's REF.
+# Returns the count taken into the batch list; or -1 (empty), or -2 (shut down and drained).
+GET_MANY = (
+    _WAKE
+    + """
+local len = redis.call('LLEN', KEYS[1])
+local n = len
+if len > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[2] then n = n - 1 end
+n = math.min(n, tonumber(ARGV[1]))
+if n <= 0 then
+  if redis.call('HGET', KEYS[3], 'shutdown') then return -2 end
+  return -1
+end
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then wake(KEYS[5], n, ARGV[4]) end
+redis.call('SORT', KEYS[1], 'BY', 'nosort', 'DESC', 'LIMIT', 0, n, 'STORE', KEYS[6])
+redis.call('LTRIM', KEYS[1], 0, -n - 1)
+redis.call('LPUSH', KEYS[2], ARGV[5])
+redis.call('HINCRBY', KEYS[7], 'n', n)
+redis.call('HINCRBY', KEYS[7], 'refs', 1)
+return n
+"""
+)
+
 # A getter that took the sentinel with BLMOVE puts it back at the back of the queue, where it
 # wakes the next blocked getter. KEYS: queue, proc. ARGV: sentinel.
 RETURN_SENTINEL = """
@@ -179,18 +219,37 @@ return 1
 """
 )
 
-# KEYS: proc, meta, joiners, joined. ARGV: envelope ('' for none), ttl ms.
-# Returns unfinished left; -1 none were unfinished; -2 the message had been requeued.
-ACK = (
-    _WAKE
-    + """
-if ARGV[1] ~= '' and redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return -2 end
+_DONE = """
 local u = tonumber(redis.call('HGET', KEYS[2], 'unfinished') or '0')
 if u <= 0 then return -1 end
 u = redis.call('HINCRBY', KEYS[2], 'unfinished', -1)
 if u == 0 and redis.call('EXISTS', KEYS[3]) == 1 then wake(KEYS[4], 64, ARGV[2]) end
 return u
 """
+
+# KEYS: proc, meta, joiners, joined. ARGV: envelope ('' for none), ttl ms.
+# Returns unfinished left; -1 none were unfinished; -2 the message had been requeued.
+ACK = (
+    _WAKE
+    + """
+if ARGV[1] ~= '' and redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then return -2 end
+"""
+    + _DONE
+)
+
+# The oldest message of a batch list, acknowledged. KEYS: proc, meta, joiners, joined, batch,
+# held. ARGV: the batch list's REF, ttl ms. Returns as ACK.
+ACK_BATCH = (
+    _WAKE
+    + """
+if not redis.call('LPOP', KEYS[5]) then return -2 end
+redis.call('HINCRBY', KEYS[6], 'n', -1)
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('LREM', KEYS[1], -1, ARGV[1])
+  redis.call('HINCRBY', KEYS[6], 'refs', -1)
+end
+"""
+    + _DONE
 )
 
 # KEYS: meta, joiners. ARGV: ttl ms. Returns unfinished (marking a joiner as waiting if any).
@@ -232,27 +291,43 @@ return u
 
 # Give a consumer's unacknowledged messages back, oldest at the front, each with its delivery
 # count raised; after an immediate shutdown they are discarded and count as done instead.
-# KEYS: queue, meta, consumers, heartbeat, proc, joiners, joined.
-# ARGV: consumer id, sentinel, force (1: even with a live heartbeat), ttl ms.
-# Returns the number of messages given back (or discarded); -1 the consumer is alive.
+# KEYS: queue, meta, consumers, heartbeat, proc, joiners, joined, held, the batch lists its
+# proc list names. ARGV: consumer id, sentinel, force (1: even with a live heartbeat), ttl ms.
+# Returns the number of messages given back (or discarded); -1 the consumer is alive; -3 its
+# proc list names a batch list not given (read it again).
 RECOVER = (
     _WAKE
     + f"""
 if ARGV[3] ~= '1' and redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+local declared = {{}}
+for i = 9, #KEYS do declared[KEYS[i]] = true end
+for _, m in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do
+  local named = string.sub(m, {len(REF) + 1})
+  if string.sub(m, 1, {len(REF)}) == '{_REF_LUA}' and not declared[named] then return -3 end
+end
 local discard = redis.call('HGET', KEYS[2], 'shutdown') == '2'
 local moved = 0
+local function give(m)
+  moved = moved + 1
+  if discard then return end
+  if string.sub(m, 1, {len(MAGIC)}) == '{_MAGIC_LUA}' then
+    local d = math.min(string.byte(m, {HEADER}) + 1, 255)
+    m = string.sub(m, 1, {HEADER - 1}) .. string.char(d) .. string.sub(m, {HEADER + 1})
+  end
+  redis.call('RPUSH', KEYS[1], m)
+end
 while true do
   local m = redis.call('LPOP', KEYS[5])
   if not m then break end
-  if m ~= ARGV[2] then
-    moved = moved + 1
-    if not discard then
-      if string.sub(m, 1, {len(MAGIC)}) == '{_MAGIC_LUA}' then
-        local d = math.min(string.byte(m, {HEADER}) + 1, 255)
-        m = string.sub(m, 1, {HEADER - 1}) .. string.char(d) .. string.sub(m, {HEADER + 1})
-      end
-      redis.call('RPUSH', KEYS[1], m)
+  if string.sub(m, 1, {len(REF)}) == '{_REF_LUA}' then
+    local batch = string.sub(m, {len(REF) + 1})
+    while true do
+      local e = redis.call('RPOP', batch)
+      if not e then break end
+      give(e)
     end
+  elseif m ~= ARGV[2] then
+    give(m)
   end
 end
 if discard and moved > 0 then
@@ -260,7 +335,7 @@ if discard and moved > 0 then
   redis.call('HSET', KEYS[2], 'unfinished', u)
   if u == 0 then wake(KEYS[7], 64, ARGV[4]) end
 end
-redis.call('DEL', KEYS[4])
+redis.call('DEL', KEYS[4], KEYS[8])
 redis.call('SREM', KEYS[3], ARGV[1])
 return moved
 """
@@ -271,8 +346,10 @@ return moved
 # than queuekit was never counted as unfinished, one a queuekit handle put was: which one this
 # is cannot be told, but the count can never be above what is queued and in flight, so it is
 # cut down to that (exact once no unread foreign message is left anywhere).
-# KEYS: queue, meta, consumers, dead, proc, joiners, joined, the proc list of every consumer.
-# ARGV: ttl ms, sentinel, consumers n, their ids..., bad n, bad..., back (front first)...
+# KEYS: queue, meta, consumers, dead, proc, joiners, joined, batch list (or proc again), held,
+# then the proc list and held hash of every consumer.
+# ARGV: ttl ms, sentinel, consumers n, their ids..., REF of the batch list ('' for none), bad n,
+# bad..., back (front first)... In a batch list they are its newest messages.
 # Returns the number dead-lettered; -1 the consumers changed meanwhile (ask again).
 DEAD_LETTER = (
     _WAKE
@@ -282,21 +359,41 @@ if redis.call('SCARD', KEYS[3]) ~= n then return -1 end
 for i = 4, 3 + n do
   if redis.call('SISMEMBER', KEYS[3], ARGV[i]) == 0 then return -1 end
 end
-local first = 5 + n
-local last_bad = first + tonumber(ARGV[4 + n]) - 1
+local ref = ARGV[4 + n]
+local first = 6 + n
+local last_bad = first + tonumber(ARGV[5 + n]) - 1
 local moved = 0
-for i = first, last_bad do
-  if redis.call('LREM', KEYS[5], -1, ARGV[i]) == 1 then
-    redis.call('LPUSH', KEYS[4], ARGV[i])
-    moved = moved + 1
+if ref ~= '' then
+  local taken = 0
+  for i = #ARGV, last_bad + 1, -1 do
+    local m = redis.call('RPOP', KEYS[8])
+    if m then redis.call('RPUSH', KEYS[1], m); taken = taken + 1 end
   end
-end
-for i = #ARGV, last_bad + 1, -1 do
-  if redis.call('LREM', KEYS[5], -1, ARGV[i]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[i]) end
+  for i = first, last_bad do
+    local m = redis.call('RPOP', KEYS[8])
+    if m then redis.call('LPUSH', KEYS[4], m); taken = taken + 1; moved = moved + 1 end
+  end
+  if taken > 0 then redis.call('HINCRBY', KEYS[9], 'n', -taken) end
+  if redis.call('EXISTS', KEYS[8]) == 0 and redis.call('LREM', KEYS[5], -1, ref) == 1 then
+    redis.call('HINCRBY', KEYS[9], 'refs', -1)
+  end
+else
+  for i = first, last_bad do
+    if redis.call('LREM', KEYS[5], -1, ARGV[i]) == 1 then
+      redis.call('LPUSH', KEYS[4], ARGV[i])
+      moved = moved + 1
+    end
+  end
+  for i = #ARGV, last_bad + 1, -1 do
+    if redis.call('LREM', KEYS[5], -1, ARGV[i]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[i]) end
+  end
 end
 local held = redis.call('LLEN', KEYS[1])
 if held > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[2] then held = held - 1 end
-for i = 8, #KEYS do held = held + redis.call('LLEN', KEYS[i]) end
+for i = 10, #KEYS, 2 do
+  local h = redis.call('HMGET', KEYS[i + 1], 'n', 'refs')
+  held = held + redis.call('LLEN', KEYS[i]) + tonumber(h[1] or '0') - tonumber(h[2] or '0')
+end
 local u = tonumber(redis.call('HGET', KEYS[2], 'unfinished') or '0')
 if u > held then
   redis.call('HSET', KEYS[2], 'unfinished', held)

@@ -92,6 +92,9 @@ R = TypeVar("R")
 MAX_MESSAGE_SIZE = 512 * 1024 * 1024 - lua.HEADER
 """Redis's largest string (``proto-max-bulk-len``) less the envelope."""
 MAX_SLICE = 2.0
+BATCH_LIST = 16
+"""A get_many of this many or more copies its batch into a list of its own on the server (the
+processing list names it), and reads it natively: no messages pass through a script."""
 NATIVE_PUSH = 64
 """Batches of this many messages or more are pushed by a native LPUSH, checked by a script
 after it in the same MULTI/EXEC: half the server's work of passing them through a script, for
@@ -99,7 +102,7 @@ four replies to read instead of one (smaller batches go through the script)."""
 LATE = 1.0
 """Seconds past its timeout a call waits for a server that does not answer (a stall)."""
 _SCRIPT_NAMES = ["ATTACH", "PUT", "GET", "RETURN_SENTINEL", "MOVED", "ACK", "UNFINISHED", "SIZES"]
-_SCRIPT_NAMES += ["SHUTDOWN", "RECOVER", "DEAD_LETTER"]
+_SCRIPT_NAMES += ["SHUTDOWN", "RECOVER", "DEAD_LETTER", "GET_MANY", "ACK_BATCH"]
 _PAYLOAD = operator.itemgetter(slice(lua.HEADER, None))
 _HEAD = struct.Struct(f">{lua.HEADER - 9}sQB")  # MAGIC and a random prefix, a counter, deliveries
 
@@ -178,8 +181,10 @@ class RedisQueue(QueueBase[T]):
         self._spare: list[Any] = []
         self._shas = {name: lua.sha1(getattr(lua, name)) for name in _SCRIPT_NAMES}
         self._lock = threading.Lock()
-        # What this handle got and has not acknowledged: [proc, envelopes, acknowledged].
+        # What this handle got and has not acknowledged, a get at a time:
+        # [proc, envelopes, acknowledged, (batch list, its REF) or None].
         self._pending: deque[list[Any]] = deque()
+        self._batches = 0
         self._cid: str | None = None
         self._proc: str | None = None
         self._retired: list[str] = []  # consumer ids given up after a lost reply
@@ -299,6 +304,18 @@ class RedisQueue(QueueBase[T]):
         except redis.exceptions.NoScriptError:
             self._call("SCRIPT", "LOAD", getattr(lua, name), end=end)  # a new server
             return self._call("EVALSHA", self._shas[name], len(keys), *keys, *args, end=end)
+
+    def _exec_script(
+        self, name: str, keys: list[str], args: list[Any], *then: Any, end: float | None = None
+    ) -> list[Any]:
+        """Script ``name`` and the commands ``then`` after it, in one MULTI/EXEC. Only for
+        commands that change nothing: when the server has lost the script, they run anyway."""
+        script = ("EVALSHA", self._shas[name], len(keys), *keys, *args)
+        try:
+            return self._exec(script, *then, end=end)
+        except redis.exceptions.NoScriptError:
+            self._call("SCRIPT", "LOAD", getattr(lua, name), end=end)  # a new server
+            return self._exec(script, *then, end=end)
 
     def _run(
         self,
@@ -542,12 +559,16 @@ class RedisQueue(QueueBase[T]):
             else:
                 bad = envelopes[:1]
         back = envelopes[good + len(bad) :]
-        k, proc = self._keys, batch[0]
+        k, proc, listed = self._keys, batch[0], batch[3]
+        name, ref = listed or (proc, b"")
         while True:
             members = self._members()
-            keys = [k.queue, k.meta, k.consumers, k.dead, proc, k.joiners, k.joined]
-            keys += [k.proc(cid) for cid in members]
-            args = [self._marker_ms, lua.SENTINEL, len(members), *members, len(bad), *bad, *back]
+            keys = [k.queue, k.meta, k.consumers, k.dead, proc, k.joiners, k.joined, name]
+            keys.append(k.held(proc.rpartition(":proc:")[2]))
+            for cid in members:
+                keys += [k.proc(cid), k.held(cid)]
+            args = [self._marker_ms, lua.SENTINEL, len(members), *members, ref]
+            args += [len(bad), *bad, *back]
             if self._run(partial(self._script, "DEAD_LETTER", keys, args)) >= 0:
                 break
         if error is not None and bad and back:
@@ -605,9 +626,15 @@ class RedisQueue(QueueBase[T]):
             proc = self._proc or self._consumer(end)
             keys = [k.queue, proc, k.meta, k.putters, k.room]
             args = [max_items, lua.SENTINEL, bounded, self._marker_ms, 0]
-            got = self._run(partial(self._script, "GET", keys, args, end), lost=lost, end=end)
+            if max_items >= BATCH_LIST:
+                taken = partial(self._take_batch, proc, max_items, bounded, end)
+                got = self._run(taken, lost=lost, end=end)
+            else:
+                got = self._run(partial(self._script, "GET", keys, args, end), lost=lost, end=end)
             if isinstance(got, list):
                 return self._hold(proc, got)
+            if isinstance(got, tuple):
+                return self._hold(proc, *got)
             if got == 2:
                 # Drained, unless a dead consumer's messages are due to come back.
                 if self._recover(now=True, end=end):
@@ -637,15 +664,40 @@ class RedisQueue(QueueBase[T]):
                 self._run(partial(self._script, "MOVED", [k.putters, k.room], moved_args, end))
             return batch
 
+    def _take_batch(
+        self, proc: str, max_items: int, bounded: str, end: float | None
+    ) -> tuple[list[bytes], None, tuple[str, bytes]] | int:
+        """Up to ``max_items`` into a new batch list: (envelopes, no batch, the list and its
+        REF); or 1 (empty), or 2 (shut down and drained)."""
+        k, cid = self._keys, proc.rpartition(":proc:")[2]
+        with self._lock:  # a new list each try: a try whose reply was lost may have filled one
+            number = self._batches = self._batches + 1
+        name = k.batch(cid, number)
+        ref = lua.REF + name.encode()
+        keys = [k.queue, proc, k.meta, k.putters, k.room, name, k.held(cid)]
+        args = [max_items, lua.SENTINEL, bounded, self._marker_ms, ref]
+        count, envelopes = self._exec_script(
+            "GET_MANY", keys, args, ("LRANGE", name, 0, -1), end=end
+        )
+        if count < 0:
+            return -int(count)
+        return envelopes, None, (name, ref)
+
     def _members(self, end: float | None = None) -> list[str]:
         found = self._run(partial(self._call, "SMEMBERS", self._keys.consumers, end=end), end=end)
         return [m.decode() for m in found]
 
-    def _hold(self, proc: str, envelopes: list[bytes], batch: list[Any] | None = None) -> list[Any]:
+    def _hold(
+        self,
+        proc: str,
+        envelopes: list[bytes],
+        batch: list[Any] | None = None,
+        listed: tuple[str, bytes] | None = None,
+    ) -> list[Any]:
         # One entry a batch, not one a message: a get_many of 1000 is one append.
         with self._lock:
             if batch is None:
-                batch = [proc, envelopes, 0]
+                batch = [proc, envelopes, 0, listed]
                 self._pending.append(batch)
             else:
                 batch[1] += envelopes
@@ -681,9 +733,18 @@ class RedisQueue(QueueBase[T]):
         moved = 0
         for cid in dead:
             keys = [k.queue, k.meta, k.consumers, k.heartbeat(cid), k.proc(cid), k.joiners]
+            keys += [k.joined, k.held(cid)]
             args = [cid, lua.SENTINEL, "1" if force else "0", self._marker_ms]
-            back = partial(self._script, "RECOVER", [*keys, k.joined], args, end)
-            moved += max(0, self._run(back, end=end))
+            while True:
+                # The batch lists its processing list names: a script takes its keys as KEYS.
+                held = self._run(partial(self._call, "LRANGE", k.proc(cid), 0, -1, end=end))
+                skip = len(lua.REF)
+                named = [m[skip:].decode() for m in held if m.startswith(lua.REF)]
+                back = partial(self._script, "RECOVER", [*keys, *named], args, end)
+                done = self._run(back, end=end)
+                if done != -3:  # -3: it named another batch list meanwhile
+                    break
+            moved += max(0, done)
         return moved
 
     # --- Tasks, sizes, shutdown -------------------------------------------------------
@@ -694,20 +755,25 @@ class RedisQueue(QueueBase[T]):
             entry = None
             if self._pending:
                 batch = self._pending[0]
-                proc, envelopes, acked = batch
-                entry = proc, envelopes[acked]
+                proc, envelopes, acked, listed = batch
+                entry = proc, envelopes[acked], listed
                 batch[2] = acked = acked + 1
                 if acked >= len(envelopes):
                     self._pending.popleft()
         k = self._keys
-        proc, envelope = entry or (k.proc("-"), b"")
+        proc, envelope, listed = entry or (k.proc("-"), b"", None)
         keys = [proc, k.meta, k.joiners, k.joined]
+        if listed is None:
+            ack = partial(self._script, "ACK", keys, [envelope, self._marker_ms])
+        else:
+            keys += [listed[0], k.held(proc.rpartition(":proc:")[2])]
+            ack = partial(self._script, "ACK_BATCH", keys, [listed[1], self._marker_ms])
         try:
-            left = self._run(lambda: self._script("ACK", keys, [envelope, self._marker_ms]))
+            left = self._run(ack)
         except BaseException:
             if entry is not None:
                 with self._lock:
-                    self._pending.appendleft([proc, [envelope], 0])
+                    self._pending.appendleft([proc, [envelope], 0, listed])
             raise
         if left == -1:
             raise ValueError("task_done() called more times than there were items put")
@@ -818,11 +884,15 @@ class RedisQueue(QueueBase[T]):
         for cid in members:
             pipe.exists(k.heartbeat(cid))
             pipe.llen(k.proc(cid))
+            pipe.hmget(k.held(cid), "n", "refs")  # batch lists: messages, and names in proc
         dead, *facts = self._run(pipe.execute)
-        in_flight = {
-            cid: {"alive": bool(facts[2 * i]), "in_flight": facts[2 * i + 1]}
-            for i, cid in enumerate(members)
-        }
+        in_flight = {}
+        for i, cid in enumerate(members):
+            alive, listed, (held, refs) = facts[3 * i : 3 * i + 3]
+            in_flight[cid] = {
+                "alive": bool(alive),
+                "in_flight": listed + int(held or 0) - int(refs or 0),
+            }
         return {
             "key": k.key,
             "maxsize": self._maxsize,

@@ -292,7 +292,12 @@ def test_a_message_from_other_code_is_dead_lettered(redis_url: str, key: str) ->
         q.join(timeout=LONG)
 
 
-def test_get_many_stops_before_a_bad_message(redis_url: str, key: str) -> None:
+# get_many takes small batches by a script, and 16 or more into a list of their own.
+BATCHES = pytest.mark.parametrize("many", [10, 100])
+
+
+@BATCHES
+def test_get_many_stops_before_a_bad_message(redis_url: str, key: str, many: int) -> None:
     # As gets that stop before the first that would raise: the good items before it are
     # returned; it and the rest wait at the front of the queue for the next get.
     url = f"{redis_url}?key={key}"
@@ -301,8 +306,9 @@ def test_get_many_stops_before_a_bad_message(redis_url: str, key: str) -> None:
         q.put("a")
         r.lpush("{" + key + "}", b"junk")
         q.put_many(["b", "c"])
-        assert q.get_many(10, timeout=LONG) == ["a"]
+        assert q.get_many(many, timeout=LONG) == ["a"]
         assert q.qsize() == 3
+        assert [c["in_flight"] for c in q.info()["consumers"].values()] == [1]
         assert q.info()["dead_letters"] == 0
         with pytest.raises(CorruptMessage, match="dead-letter list") as caught:
             q.get(timeout=LONG)
@@ -310,7 +316,7 @@ def test_get_many_stops_before_a_bad_message(redis_url: str, key: str) -> None:
         assert q.qsize() == 2
         first = q.get_message(timeout=LONG)  # type: ignore[attr-defined]
         assert (first.item, first.deliveries) == ("b", 1)  # given back, not redelivered
-        assert q.get_many(10, timeout=LONG) == ["c"]
+        assert q.get_many(many, timeout=LONG) == ["c"]
         for _ in range(3):
             q.task_done()
         q.join(timeout=LONG)
@@ -319,8 +325,9 @@ def test_get_many_stops_before_a_bad_message(redis_url: str, key: str) -> None:
             q.task_done()
 
 
+@BATCHES
 def test_get_many_meeting_a_bad_message_first_raises_and_gives_the_rest_back(
-    redis_url: str, key: str
+    redis_url: str, key: str, many: int
 ) -> None:
     url = f"{redis_url}?key={key}"
     r = client(redis_url)
@@ -328,13 +335,13 @@ def test_get_many_meeting_a_bad_message_first_raises_and_gives_the_rest_back(
         r.lpush("{" + key + "}", b"junk")
         q.put_many(["b", "c"])
         with pytest.raises(CorruptMessage, match="2 messages this get_many took after it") as e:
-            q.get_many(10, timeout=LONG)
+            q.get_many(many, timeout=LONG)
         assert e.value.data == b"junk"
         assert q.qsize() == 2
         assert [c["in_flight"] for c in q.info()["consumers"].values()] == [0]
         first = q.get_message(timeout=LONG)  # type: ignore[attr-defined]
         assert (first.item, first.deliveries) == ("b", 1)
-        assert q.get_many(10, timeout=LONG) == ["c"]
+        assert q.get_many(many, timeout=LONG) == ["c"]
         q.task_done()
         q.task_done()
         q.join(timeout=LONG)
@@ -356,22 +363,23 @@ class _Refusing:
         return item
 
 
-def test_a_bad_message_put_by_queuekit_counts_as_done(redis_url: str, key: str) -> None:
+@BATCHES
+def test_a_bad_message_put_by_queuekit_counts_as_done(redis_url: str, key: str, many: int) -> None:
     # The rule for every backend, on redis://: [0, 1, BAD, 3, 4] and [BAD] alone.
     url = f"{redis_url}?key={key}"
     with queuekit.open(url, serializer=_Refusing()) as q:
         q.put_many([0, 1, "BAD", 3, 4])
-        assert q.get_many(5, timeout=LONG) == [0, 1]
+        assert q.get_many(many, timeout=LONG) == [0, 1]
         with pytest.raises(CorruptMessage, match="refused"):
             q.get(timeout=LONG)
-        assert q.get_many(5, timeout=LONG) == [3, 4]
+        assert q.get_many(many, timeout=LONG) == [3, 4]
         for _ in range(4):
             q.task_done()
         q.join(timeout=LONG)
         assert q.qsize() == 0
         q.put("BAD")
         with pytest.raises(CorruptMessage, match="refused"):
-            q.get_many(3, timeout=LONG)
+            q.get_many(many, timeout=LONG)
         q.join(timeout=LONG)  # at once: nothing to call task_done() for
         assert q.info()["unfinished"] == 0
 
