@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
-from .._errors import InvalidURL, SerializationError
+from .._errors import Empty, InvalidURL, QueueClosed, SerializationError
 from .._protocol import Capabilities, Queue
 from .._registry import open as open_url
 from .._urls import parse_url
@@ -146,24 +146,32 @@ class Target:
     report it)."""
     _capabilities: Capabilities | None = field(default=None, repr=False)
     _items_as_bytes: bool | None = field(default=None, repr=False)
+    _fresh: bool | None = field(default=None, repr=False)
+    _probing: bool = field(default=False, repr=False)
+    _undecided: list[Queue[Any]] = field(default_factory=list, repr=False)
 
     @property
     def capabilities(self) -> Capabilities:
         if self._capabilities is None:
-            with self.queue() as q:
+            q = self.open()
+            try:
                 self._capabilities = q.capabilities
+            finally:
+                self.dispose(q)  # what goes wrong shows in the checks' own queues
         return self._capabilities
 
     def item(self, n: int) -> Any:
         """A distinct test item for ``n``: the int itself, or its digits as bytes when the
         backend was opened with a bytes-only serializer (``serializer=raw``)."""
         if self._items_as_bytes is None:
-            with self.queue() as q:
-                try:
-                    q.put_nowait(0)
-                    self._items_as_bytes = False
-                except SerializationError:
-                    self._items_as_bytes = True
+            q = self.open()
+            try:
+                q.put_nowait(0)
+                self._items_as_bytes = False
+            except SerializationError:
+                self._items_as_bytes = True
+            finally:
+                self.dispose(q)  # what goes wrong shows in the checks' own queues
         return str(n).encode() if self._items_as_bytes else n
 
     def payload_room(self, count: int = 1, expansion: int = 1) -> int | None:
@@ -196,17 +204,97 @@ class Target:
 
     @contextlib.contextmanager
     def queue(self, **options: Any) -> Iterator[Queue[Any]]:
-        """A fresh queue (as :meth:`open`), shut down and closed afterwards, each within
-        ``CLEANUP`` seconds (shut down first, so no helper thread lingers)."""
-        q = self.open(**options)
+        """A fresh queue (as :meth:`open`), disposed of afterwards (see :meth:`dispose`)."""
+        with self.disposing(self.open(**options)) as q:
+            yield q
+
+    @contextlib.contextmanager
+    def disposing(self, q: Queue[Any]) -> Iterator[Queue[Any]]:
+        """``q``, a queue this target opened, disposed of afterwards (see :meth:`dispose`);
+        what went wrong then fails the check, unless the check failed already."""
         passed = False
         try:
             yield q
             passed = True
         finally:
-            hung = close_quietly(q)
-            if hung and passed:
-                raise AssertionError(hung)
+            problem = self.dispose(q)
+            if problem and passed:
+                raise AssertionError(problem)
+
+    def dispose(self, q: Queue[Any]) -> str | None:
+        """Shut ``q`` down at once, unlink it where that applies, and close it, each within
+        ``CLEANUP`` seconds (shut down first, so no helper thread lingers); what went wrong,
+        if anything.
+
+        ``unlink()``, for a backend whose queues outlive their handles (it removes the queue
+        itself: ``shm://``'s name, ``redis://``'s keys), is called on the open handle, and only
+        where every open gives a fresh queue (see :meth:`opens_fresh_queues`): never on a
+        queue the URL names. Only the process that opened ``q`` calls this: a child process
+        handed a handle leaves the queue to its parent.
+        """
+        problems = [_within(functools.partial(q.shutdown, immediate=True))]
+        if not callable(getattr(q, "unlink", None)):
+            problems.append(_within(q.close))
+            return "; ".join(dict.fromkeys(p for p in problems if p)) or None
+        if self._fresh is None:
+            # Deciding opens queues too (and finding the item type may, in turn): those, and
+            # this one, stay open until it is known whether to unlink them.
+            self._undecided.append(q)
+            if self._probing:
+                return problems[0]
+            self._probing = True
+            try:
+                self._fresh = self.opens_fresh_queues()
+            except Exception:
+                self._fresh = False  # not known to be fresh: left alone
+            finally:
+                self._probing = False
+            queues, self._undecided = self._undecided, []
+        else:
+            queues = [q]
+        for each in queues:
+            if self._fresh:
+                unlink = getattr(each, "unlink")  # noqa: B009 - not a call of the Protocol
+                problems.append(_within(unlink, report_errors=True))
+            problems.append(_within(each.close))
+        return "; ".join(dict.fromkeys(p for p in problems if p)) or None
+
+    def opens_fresh_queues(self) -> bool:
+        """Whether two opens give two queues, none named by the URL: an item put into one
+        does not show in the other (the ``fresh-queue-per-open`` check's test; an
+        approximate ``qsize()`` is given a second). A target that fails it has its queues
+        left alone (not unlinked) when the suite is done with them."""
+        sample = self.item(0)
+        first, second = self.open(), self.open()
+        try:
+            first.put(sample, timeout=CLEANUP)
+            if self.capabilities.qsize == "exact":
+                return second.qsize() == 0
+            try:
+                second.get(timeout=1.0)  # an approximate backend shows an item within 1s
+            except Empty:
+                return True
+            return False
+        finally:
+            for q in (first, second):
+                self.dispose(q)
+
+
+def _within(call: Callable[[], object], report_errors: bool = False) -> str | None:
+    """``call()`` on a queue the suite opened, within ``CLEANUP`` seconds: what went wrong
+    (that it hung; with ``report_errors``, what it raised), if anything. Shutting down and
+    closing may raise: the queue may be closed or broken already."""
+    what = f"{describe_call(call)} of a queue the suite opened"
+    try:
+        call_with_watchdog(call, CLEANUP, what)
+    except AssertionError as exc:
+        return str(exc)
+    except QueueClosed:
+        pass  # a handle the check closed itself: unlink() wants an open one
+    except Exception as exc:
+        if report_errors:
+            return f"{what} raised {exc!r:.200}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 
 from .._errors import Empty, Full, JoinTimeout, QueueError, ShutDown
 from .._protocol import Capabilities, Queue
-from ._checks import Target, call_with_watchdog, check, close_quietly
+from ._checks import Target, call_with_watchdog, check
 
 # A single-threaded call that the model says must not wait is still given this long before
 # the check calls it hung: generous, because CI machines are slow and shared.
@@ -258,8 +258,8 @@ def _machine(target: Target) -> type[RuleBasedStateMachine]:
 
         def teardown(self) -> None:
             if self.q is not None:
-                hung = close_quietly(self.q)
-                assert hung is None, hung
+                problem = target.dispose(self.q)
+                assert problem is None, problem
 
         def fresh(self, count: int) -> list[Any]:
             self.counter += count

@@ -226,7 +226,8 @@ def _session(target: Target, method: str, **options: Any) -> Iterator[tuple[Queu
         # Shut down first: that wakes children still blocked, so few need killing.
         problems = _attempt(lambda: q.shutdown(immediate=True), "shutdown(immediate=True)")
         overran = family.reap(EXIT if passed else 2.0)
-        problems += _attempt(q.close, "close()")
+        # The children are gone: closing the queue, and removing it, is the parent's alone.
+        problems += _attempt(lambda: _dispose(target, q), "disposing of the queue")
         if passed and overran:
             problems.append(
                 f"the {', '.join(overran)} process(es) reported back but did not exit within "
@@ -235,6 +236,12 @@ def _session(target: Target, method: str, **options: Any) -> Iterator[tuple[Queu
             )
         if passed and problems:
             raise family.fail("; ".join(problems))
+
+
+def _dispose(target: Target, q: Queue[Any]) -> None:
+    problem = target.dispose(q)
+    if problem:
+        raise RuntimeError(problem)
 
 
 def _attempt(call: Callable[[], object], what: str) -> list[str]:
@@ -281,8 +288,7 @@ def _item_form(target: Target) -> str:
                 continue
             return form
     finally:
-        _attempt(lambda: q.shutdown(immediate=True), "shutdown(immediate=True)")
-        _attempt(q.close, "close()")
+        _attempt(lambda: _dispose(target, q), "disposing of the queue")
     raise NotApplicable("the backend carries none of: tuples with bytes, bytes, JSON lists")
 
 

@@ -8,7 +8,8 @@ import multiprocessing
 import pickle
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,7 @@ from .._errors import (
     JoinTimeout,
     MessageTooLarge,
     QueueClosed,
+    QueueError,
     SerializationError,
     ShutDown,
 )
@@ -36,7 +38,6 @@ from ._checks import (
     Target,
     call_with_watchdog,
     check,
-    close_quietly,
 )
 
 MiB = 1024 * 1024
@@ -150,7 +151,7 @@ def context_manager_closes(target: Target) -> None:
                     f"put(item) after a `with` block left {how}", partial(q.put, target.item(1))
                 ).raised(QueueClosed, "(leaving a `with` block must close the handle)")
         finally:
-            close_quietly(q)
+            target.dispose(q)
 
 
 @check("shutdown-refuses-puts", tier="lifecycle")
@@ -666,3 +667,122 @@ def message_too_large_refused(target: Target) -> None:
         calls.run(
             "get(timeout=0.25) after puts refused as too large", partial(q.get, timeout=TIMEOUT)
         ).raised(Empty)
+
+
+# --- A message that will not load ---------------------------------------------------------
+
+
+class RefusedToLoad(Exception):
+    """What the serializer of ``bad-message-done-and-skipped`` raises for the marked item: no
+    queuekit error, as a third party's ``loads`` may raise anything."""
+
+
+BAD = "queuekit: a message the serializer refuses to load"
+
+
+class _Refusing:
+    """Pickles every item and refuses to load ``BAD`` (module-level, so it pickles)."""
+
+    name = "queuekit-refusing"
+
+    def dumps(self, item: Any) -> bytes:
+        return pickle.dumps(item, protocol=5)
+
+    def loads(self, data: bytes) -> Any:
+        item = pickle.loads(data)
+        if item == BAD:
+            raise RefusedToLoad("the check's serializer refuses to load this message, on purpose")
+        return item
+
+
+@contextmanager
+def _refusing_queue(target: Target) -> Iterator[Queue[Any]]:
+    if not target.capabilities.serializes:
+        raise NotApplicable("items are handed over by reference: nothing is loaded")
+    try:
+        q = target.open(serializer=_Refusing())
+    except (InvalidURL, TypeError, ValueError) as exc:
+        raise NotApplicable(f"the backend takes no serializer object ({exc})") from exc
+    with target.disposing(q):
+        yield q
+
+
+def _refused(call: Any) -> None:
+    """``call`` raised the serializer's error (or a queuekit error raised from it, as a
+    backend that quarantines the message may)."""
+    error = call.error
+    if isinstance(error, RefusedToLoad):
+        return
+    if isinstance(error, QueueError) and isinstance(error.__cause__, RefusedToLoad):
+        return
+    raise AssertionError(
+        f"{call.label} {call.outcome()} instead of raising the serializer's error "
+        "(RefusedToLoad, or a queuekit error raised from it)"
+    ) from error
+
+
+_DONE = (
+    "(a message that will not load counts as a task done: its get raised, so there was no item "
+    "to call task_done() for)"
+)
+
+
+@check("bad-message-done-and-skipped", tier="lifecycle")
+def bad_message_done_and_skipped(target: Target) -> None:
+    """A message the serializer will not load: get() raises its error and counts it done, the
+    next get serves the next one; get_many returns the items before it and leaves it, and
+    those after it, to the next gets, in order."""
+    with _refusing_queue(target) as q, Calls(q) as calls:
+        q.put_many([0, 1, BAD, 3, 4], timeout=WAKE)
+        got = calls.run(
+            "get_many(5) of [0, 1, BAD, 3, 4]", partial(q.get_many, 5, timeout=WAKE)
+        ).returned("(a get_many stops before the first message that will not load)")
+        assert got == [0, 1], (
+            f"get_many(5) of [0, 1, BAD, 3, 4] returned {got!r}, not [0, 1]: it behaves as up to "
+            "5 gets that stop before the first that would raise"
+        )
+        _refused(calls.run("get() after get_many returned [0, 1]", partial(q.get, timeout=WAKE)))
+        rest: list[Any] = []
+        while len(rest) < 2:
+            rest += calls.run(
+                "get_many() of what followed the message that would not load",
+                partial(q.get_many, 2 - len(rest), timeout=WAKE),
+            ).returned("(the messages after a bad one must wait for the next gets)")
+        assert rest == [3, 4], f"after the bad message the queue gave {rest!r}, not [3, 4]"
+        for n in range(4):
+            calls.run(f"task_done() {n + 1} of 4, for the items got", q.task_done).returned()
+        calls.run(
+            "join(timeout=3) after 4 task_done() for 5 items put",
+            partial(q.join, timeout=WAKE),
+            within=2 * WAKE,
+        ).returned(_DONE)
+        size = settled_qsize(q, 0)
+        assert size == 0, f"qsize() is {size} once every message was got"
+
+    with _refusing_queue(target) as q, Calls(q) as calls:
+        q.put(BAD, timeout=WAKE)
+        _refused(
+            calls.run("get() of a lone message that will not load", partial(q.get, timeout=WAKE))
+        )
+        calls.run(
+            "join(timeout=3) with no task_done() after that get",
+            partial(q.join, timeout=WAKE),
+            within=2 * WAKE,
+        ).returned(_DONE)
+
+    with _refusing_queue(target) as q, Calls(q) as calls:
+        q.put_many([BAD, 5, 6], timeout=WAKE)
+        _refused(calls.run("get_many(3) of [BAD, 5, 6]", partial(q.get_many, 3, timeout=WAKE)))
+        after = [calls.run("get() after that get_many", partial(q.get, timeout=WAKE)).returned()]
+        after += calls.run(
+            "get_many(5) after that get_many and a get", partial(q.get_many, 5, timeout=WAKE)
+        ).returned()
+        assert after == [5, 6], (
+            f"after a get_many whose first message would not load the queue gave {after!r}, "
+            "not [5, 6]: the messages taken after the bad one must wait for the next gets"
+        )
+        q.task_done()
+        q.task_done()
+        calls.run(
+            "join(timeout=3) after 2 task_done()", partial(q.join, timeout=WAKE), within=2 * WAKE
+        ).returned(_DONE)
