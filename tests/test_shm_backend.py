@@ -376,6 +376,25 @@ def test_damaged_frame_length_is_dropped_and_the_ring_goes_on(where: str, many: 
         q.join(timeout=LONG)
 
 
+def test_frames_that_run_out_before_the_count() -> None:
+    """A length changed to one that stays inside the published bytes is not caught where it
+    is (without checksums), but the frames then run out before the items counted: the get
+    that finds the ring empty with items counted drops them, and join does not hang."""
+    with queuekit.open("shm://?serializer=raw") as q:
+        q.put(b"a" * 50)  # a frame of 8 + 56 bytes
+        q.put(b"second")  # then one of 8 + 8
+        ring = segment().DATA_AT
+        _ring(q)[ring : ring + 4] = (72).to_bytes(4, "little")  # the first now ends at the tail
+        assert len(q.get_nowait()) == 72
+        assert q.qsize() == 1
+        with pytest.raises(queuekit.CorruptMessage, match="1 items put until now"):
+            q.get(timeout=LONG)
+        q.task_done()
+        q.join(timeout=LONG)
+        q.put(b"after")
+        assert q.get_nowait() == b"after"
+
+
 def test_damage_found_by_a_waiting_get() -> None:
     """A get asleep on an empty queue that wakes to a damaged frame drops it likewise."""
     with queuekit.open("shm://?serializer=raw") as q:

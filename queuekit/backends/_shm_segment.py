@@ -537,18 +537,20 @@ class Segment:
         return frames, crcs, pos, sub
 
     def drop(self) -> tuple[int, bytes]:
-        """Holding both locks: drop every item in the ring, counting them done, because the
-        frame at the head is damaged and no frame after it can be found; how many, and the
-        bytes dropped. (0, b"") if the head has moved on from it."""
+        """Holding both locks: drop every item in the ring, counting them done, when no frame
+        can be found from the head (the frame there is damaged, or the head has reached the
+        tail short of the items counted put); how many, and the bytes dropped. (0, b"") when
+        frames can be found (another get dropped them already)."""
         _, tail, puts, _ = self.put_end()
         words, head, sub, gets, done = self.get_end()
-        if head >= tail:
-            return 0, b""
-        try:
-            self.read(head, sub, tail)
-        except Damaged:
-            pass
-        else:
+        if head < tail:
+            try:
+                self.read(head, sub, tail)
+            except Damaged:
+                pass
+            else:
+                return 0, b""
+        elif gets >= puts:
             return 0, b""
         dropped = puts - gets
         data = self.span(head, tail - head)

@@ -16,11 +16,20 @@ Lifecycle:
 A process killed at any instant leaves the queue's memory whole (``_shm_segment`` tells how).
 What a killed process can lose: the items of a put it was inside (all or none of a batch, and
 none are visible before they all are), and the items it had got, in a get that was returning
-or held for processing. Items it got but had not marked with ``task_done()`` stay unfinished,
-so ``join()`` without a timeout would wait for them forever. A wake-up it was about to send
+or held for processing (with any that a ``get_many`` held back in its handle, below). Items it
+got but had not marked with ``task_done()`` stay unfinished, so ``join()`` without a timeout
+would wait for them forever. A wake-up it was about to send
 when killed is made up by the waiters themselves within half a second. One killed while asleep
 in a call stays in the count of sleepers: each later change at the other end then makes one
 wake-up system call more than it needs (slower, never wrong).
+
+An item that will not load (its bytes fail their CRC-32 check with ``checksum=true``, or the
+serializer refuses them) is off the queue once got: ``get`` counts it as a task done and
+raises, and ``get_many`` stops before it (see :meth:`ShmQueue.get_many`). Bytes written into
+the segment by another program can also break a frame's length, and then no frame after it
+can be found: the get that meets such a frame drops every item published until then, counts
+them as tasks done, and raises ``CorruptMessage`` saying how many (their bytes in its
+``data``); the items put after that are served as usual.
 """
 
 from __future__ import annotations
@@ -506,24 +515,28 @@ class ShmQueue(QueueBase[T]):
         waiting per ``block`` and ``timeout``."""
         seg.take_both()
         try:
-            _, tail, _, shut = seg.put_end()
+            _, tail, puts, shut = seg.put_end()
             words, head, sub, gets, done = seg.get_end()
-            if shut and head == tail:
+            # Empty: no bytes, and no more items counted put than got (which would mean that
+            # the bytes were damaged so as to hide frames: dropped below).
+            if shut and head == tail and gets >= puts:
                 raise ShutDown
             end = deadline(block, timeout)
-            while head == tail:
+            while head == tail and gets >= puts:
                 wait = remaining(end)
                 if wait == 0.0:
                     raise Empty
                 seg.sleep(NOT_EMPTY_AT, wait)
                 self._segment()
-                _, tail, _, shut = seg.put_end()
+                _, tail, puts, shut = seg.put_end()
                 words, head, sub, gets, done = seg.get_end()
-                if shut and head == tail:
+                if shut and head == tail and gets >= puts:
                     raise ShutDown
             seg.tail_seen = tail
             dropped: tuple[int, bytes] | None = None
             try:
+                if head == tail:
+                    raise Damaged(head, "the last frame", tail)
                 frames, crcs, head, sub = seg.frames(head, sub, tail, max_items)
             except Damaged:
                 dropped = seg.drop()
@@ -555,9 +568,10 @@ class ShmQueue(QueueBase[T]):
         return CorruptMessage(
             f"the ring of shm://{seg.name} is damaged (something other than queuekit wrote into "
             "the segment): a frame at its head runs past the last one written or contradicts "
-            f"itself, so no frame after it can be found. The {dropped} items put until now are "
-            "dropped, counted as tasks done, and their bytes are in this error's data; the "
-            "queue goes on with the items put from now on",
+            "itself, or the frames ran out before the items counted, so where the next frame "
+            f"starts cannot be found. The {dropped} items put until now are dropped, counted as "
+            "tasks done, and their bytes are in this error's data; the queue goes on with the "
+            "items put from now on",
             data=data,
         )
 
