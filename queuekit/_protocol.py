@@ -107,6 +107,13 @@ class Queue(Protocol[T]):
 
         Raises :class:`~queuekit.Empty` when no item appears in time. After ``shutdown()``
         items left in the queue are still returned; once it is empty, :class:`~queuekit.ShutDown`.
+
+        A message that will not load (:class:`~queuekit.CorruptMessage`, such as
+        :class:`~queuekit.AuthenticationError`, or whatever the serializer's ``loads`` raised)
+        is taken off the queue, quarantined where the backend can (its bytes in the error's
+        ``data``; ``redis://`` keeps them in a dead-letter list), counted as a task done (there
+        was no item to call ``task_done()`` for), and its error raised. The next ``get`` serves
+        the next message.
         """
         ...
 
@@ -144,6 +151,13 @@ class Queue(Protocol[T]):
         raises ``Empty`` like ``get`` instead, and ``ShutDown`` once a shut-down queue is
         drained. ``max_items < 1`` is a ``ValueError``. Every item returned is one unfinished
         task that needs its own ``task_done()``.
+
+        A message that will not load (see ``get``): the call behaves as up to ``max_items``
+        gets that stop before the first that would raise. The items before it are returned;
+        if it comes first, it is handled as by ``get`` and its error raised. Either way it,
+        and the messages taken after it, wait in order for the next gets: at the front of the
+        queue where the backend can put them back there, otherwise in this handle, whose next
+        gets take them before the queue (they are not in ``qsize()``).
         """
         ...
 
@@ -191,7 +205,10 @@ class Queue(Protocol[T]):
         """Release this handle's resources. Idempotent.
 
         Every later call on this handle raises :class:`~queuekit.QueueClosed`. Other handles,
-        and the items in the queue, are not affected (contrast ``shutdown()``).
+        and the items in the queue, are not affected (contrast ``shutdown()``). Messages this
+        handle holds (see ``get_many``) go back to the queue first, at the back; if they
+        cannot (a full or shut-down queue), :class:`~queuekit.QueueError` says to get them
+        first, and the handle stays open.
         """
         ...
 
