@@ -271,15 +271,15 @@ def test_close_gives_back_unacknowledged_messages(url: str) -> None:
 
 
 def test_killed_consumer_batch_comes_back_without_what_it_acknowledged(url: str) -> None:
-    # A get_many of 16 or more holds its batch in a list of its own on the server; a consumer
+    # A get_many of 64 or more holds its batch in a list of its own on the server; a consumer
     # killed holding two of them, part acknowledged, gives back exactly the rest, once each.
     url += "&visibility_timeout=1"
     script = textwrap.dedent(
         f"""
         import time, queuekit
         q = queuekit.open({url!r})
-        assert q.get_many(20, timeout={LONG}) == list(range(20))
-        assert q.get_many(20, timeout={LONG}) == list(range(20, 40))
+        assert q.get_many(70, timeout={LONG}) == list(range(70))
+        assert q.get_many(70, timeout={LONG}) == list(range(70, 140))
         for _ in range(5):
             q.task_done()
         print(q.info()["consumers"][q._cid]["in_flight"], flush=True)
@@ -287,19 +287,19 @@ def test_killed_consumer_batch_comes_back_without_what_it_acknowledged(url: str)
         """
     )
     with queuekit.open(url) as q:
-        q.put_many(range(50))
+        q.put_many(range(150))
         child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
         try:
             assert child.stdout is not None
-            assert child.stdout.readline().strip() == "35"
+            assert child.stdout.readline().strip() == "135"
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(LONG)
         assert q.qsize() == 10
         got: list[int] = []
-        while len(got) < 45:
+        while len(got) < 145:
             got += q.get_many(100, timeout=5)  # > 1.5 visibility timeouts
-        assert sorted(got) == list(range(5, 50)), "lost or delivered twice"
+        assert sorted(got) == list(range(5, 150)), "lost or delivered twice"
         with pytest.raises(Empty):
             q.get(timeout=2.5)  # nothing comes back a second time
         for _ in got:
@@ -312,16 +312,16 @@ def test_killed_consumer_batch_comes_back_without_what_it_acknowledged(url: str)
 
 def test_close_gives_back_a_batch_list_in_order(url: str) -> None:
     with queuekit.open(url) as q:
-        q.put_many(range(40))
+        q.put_many(range(100))
         taker = queuekit.open(url)
-        assert taker.get_many(30) == list(range(30))
+        assert taker.get_many(80) == list(range(80))  # 64 or more: a batch list
         for _ in range(10):
             taker.task_done()
-        assert [c["in_flight"] for c in taker.info()["consumers"].values()] == [20]
+        assert [c["in_flight"] for c in taker.info()["consumers"].values()] == [70]
         taker.close()
-        got = [q.get_message(timeout=LONG) for _ in range(30)]  # type: ignore[attr-defined]
-        assert [m.item for m in got] == list(range(10, 40))
-        assert [m.deliveries for m in got] == [2] * 20 + [1] * 10
+        got = [q.get_message(timeout=LONG) for _ in range(90)]  # type: ignore[attr-defined]
+        assert [m.item for m in got] == list(range(10, 100))
+        assert [m.deliveries for m in got] == [2] * 70 + [1] * 20
         for _ in got:
             q.task_done()
         q.join(timeout=LONG)
@@ -380,9 +380,9 @@ def test_batches_are_one_call_each(redis_url: str, url: str) -> None:
         # Commands run inside scripts count too. put_many: one native variadic LPUSH and the
         # script that checks it, in one MULTI/EXEC. get_many: a script whose SORT ... STORE
         # copies the batch into a list of its own, named by one LPUSH into the processing list,
-        # and whose LTRIM takes it off the queue; then one LRANGE, in one MULTI/EXEC. Nothing
-        # per item.
-        assert calls.get("cmdstat_exec") == 2, calls
+        # and whose LTRIM takes it off the queue; then one LRANGE, sent with it. Nothing per
+        # item.
+        assert calls.get("cmdstat_exec") == 1, calls
         assert calls.get("cmdstat_eval") == 1, calls
         assert calls.get("cmdstat_evalsha") == 1, calls
         assert calls.get("cmdstat_lpush") == 2, calls
@@ -393,23 +393,23 @@ def test_batches_are_one_call_each(redis_url: str, url: str) -> None:
 
 
 def test_a_refused_native_push_leaves_nothing(url: str) -> None:
-    # Batches of 64 and more are pushed first and checked after, in one MULTI/EXEC: a full or
+    # Batches of 128 and more are pushed first and checked after, in one MULTI/EXEC: a full or
     # shut-down queue takes them off again before anyone can see them.
-    with queuekit.open(url, maxsize=100) as q:
-        q.put_many(range(64))
+    with queuekit.open(url, maxsize=200) as q:
+        q.put_many(range(128))
         with pytest.raises(queuekit.Full):
-            q.put_many(range(64, 128), timeout=0.1)
-        assert (q.qsize(), q.info()["unfinished"]) == (64, 64)
+            q.put_many(range(128, 256), timeout=0.1)
+        assert (q.qsize(), q.info()["unfinished"]) == (128, 128)
         q.shutdown()
         with pytest.raises(queuekit.ShutDown):
-            q.put_many(range(64, 128))
-        assert q.get_many(200, timeout=LONG) == list(range(64))
+            q.put_many(range(128, 256))
+        assert q.get_many(300, timeout=LONG) == list(range(128))
         with pytest.raises(queuekit.ShutDown):
             q.get(timeout=LONG)
-        assert q.info()["unfinished"] == 64
+        assert q.info()["unfinished"] == 128
 
 
-@pytest.mark.parametrize("size", [1, 64, 200])  # one message; native pushes from 64 on
+@pytest.mark.parametrize("size", [1, 128, 200])  # one message; native pushes from 128 on
 def test_a_put_whose_reply_was_lost_is_not_pushed_twice(url: str, size: int) -> None:
     redis = importlib.import_module("redis")
     with queuekit.open(url) as q:

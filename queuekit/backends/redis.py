@@ -92,10 +92,11 @@ R = TypeVar("R")
 MAX_MESSAGE_SIZE = 512 * 1024 * 1024 - lua.HEADER
 """Redis's largest string (``proto-max-bulk-len``) less the envelope."""
 MAX_SLICE = 2.0
-BATCH_LIST = 16
+BATCH_LIST = 64
 """A get_many of this many or more copies its batch into a list of its own on the server (the
-processing list names it), and reads it natively: no messages pass through a script."""
-NATIVE_PUSH = 64
+processing list names it), and reads it natively: no messages pass through a script, for two
+replies to read and a key more a batch (smaller batches go through the script)."""
+NATIVE_PUSH = 128
 """Batches of this many messages or more are pushed by a native LPUSH, checked by a script
 after it in the same MULTI/EXEC: half the server's work of passing them through a script, for
 four replies to read instead of one (smaller batches go through the script)."""
@@ -234,6 +235,23 @@ class RedisQueue(QueueBase[T]):
         replies: list[Any] = self._talk((), commands, end, 0.0)
         return replies
 
+    def _pipeline(self, *commands: tuple[Any, ...], end: float | None = None) -> list[Any]:
+        """``commands`` sent at once, not in a transaction: their replies, or the first
+        error among them (raised after every reply is read)."""
+        replies: list[Any] = self._talk((), commands, end, 0.0, atomic=False)
+        return replies
+
+    def _read_all(self, conn: Any, count: int) -> list[Any]:
+        replies, error = [], None
+        for _ in range(count):
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return replies
+
     def _read_exec(self, conn: Any, queued: int) -> list[Any]:
         error = None
         for _ in range(queued + 1):  # MULTI's +OK, then +QUEUED each (or why not)
@@ -256,6 +274,7 @@ class RedisQueue(QueueBase[T]):
         commands: tuple[Any, ...] | None,
         end: float | None,
         blocks: float,
+        atomic: bool = True,
     ) -> Any:
         # Not redis-py's execute_command: its per-command path (pool checkout, observability
         # hooks, its retry wrapper) costs about 10 us a call, as much again as a script. A
@@ -269,6 +288,9 @@ class RedisQueue(QueueBase[T]):
             if commands is None:
                 conn.send_command(*args)
                 read = conn.read_response
+            elif not atomic:
+                conn.send_packed_command(conn.pack_commands(commands))
+                read = partial(self._read_all, conn, len(commands))
             else:
                 conn.send_packed_command(conn.pack_commands([("MULTI",), *commands, ("EXEC",)]))
                 read = partial(self._read_exec, conn, len(commands))
@@ -305,17 +327,17 @@ class RedisQueue(QueueBase[T]):
             self._call("SCRIPT", "LOAD", getattr(lua, name), end=end)  # a new server
             return self._call("EVALSHA", self._shas[name], len(keys), *keys, *args, end=end)
 
-    def _exec_script(
+    def _script_then(
         self, name: str, keys: list[str], args: list[Any], *then: Any, end: float | None = None
     ) -> list[Any]:
-        """Script ``name`` and the commands ``then`` after it, in one MULTI/EXEC. Only for
-        commands that change nothing: when the server has lost the script, they run anyway."""
+        """Script ``name`` and the commands ``then`` after it, sent at once. Only for commands
+        that change nothing: when the server has lost the script, they run anyway."""
         script = ("EVALSHA", self._shas[name], len(keys), *keys, *args)
         try:
-            return self._exec(script, *then, end=end)
+            return self._pipeline(script, *then, end=end)
         except redis.exceptions.NoScriptError:
             self._call("SCRIPT", "LOAD", getattr(lua, name), end=end)  # a new server
-            return self._exec(script, *then, end=end)
+            return self._pipeline(script, *then, end=end)
 
     def _run(
         self,
@@ -676,9 +698,10 @@ class RedisQueue(QueueBase[T]):
         ref = lua.REF + name.encode()
         keys = [k.queue, proc, k.meta, k.putters, k.room, name, k.held(cid)]
         args = [max_items, lua.SENTINEL, bounded, self._marker_ms, ref]
-        count, envelopes = self._exec_script(
-            "GET_MANY", keys, args, ("LRANGE", name, 0, -1), end=end
-        )
+        # Not in a transaction: between the two, only another getter recovering this consumer
+        # (its heartbeat lapsed) can touch the list, and then the batch may come twice.
+        read = ("LRANGE", name, 0, -1)
+        count, envelopes = self._script_then("GET_MANY", keys, args, read, end=end)
         if count < 0:
             return -int(count)
         return envelopes, None, (name, ref)

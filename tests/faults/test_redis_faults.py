@@ -292,7 +292,7 @@ def test_a_message_from_other_code_is_dead_lettered(redis_url: str, key: str) ->
         q.join(timeout=LONG)
 
 
-# get_many takes small batches by a script, and 16 or more into a list of their own.
+# get_many takes small batches by a script, and 64 or more into a list of their own.
 BATCHES = pytest.mark.parametrize("many", [10, 100])
 
 
