@@ -8,9 +8,11 @@ anywhere. ``maxsize`` belongs to the queue: the first open sets it, later ones t
 giving one that differs is an ``InvalidURL``.
 
 Delivery is at least once. ``get`` moves a message atomically (a script, or ``BLMOVE``) from
-the queue into this handle's processing list; ``task_done()`` acknowledges the oldest message
-this handle got and has not acknowledged, by removing exactly that envelope (which carries a
-unique id), and counts one task done. With nothing to acknowledge it counts a task done as the
+the queue into this handle's processing list; a ``get_many`` of ``BATCH_LIST`` or more has the
+server copy its batch into a list of its own, which the processing list names. ``task_done()``
+acknowledges the oldest message this handle got and has not acknowledged, by removing exactly
+that envelope (which carries a unique id) or the oldest of its batch list, and counts one task
+done. With nothing to acknowledge it counts a task done as the
 stdlib does. A handle that gets keeps a heartbeat key alive (refreshed every third of
 ``visibility_timeout`` by a thread); once it lapses, another getter gives the handle's
 unacknowledged messages back to the front of the queue, in one script, so once only, with the
@@ -27,10 +29,12 @@ wakes them), putters and joiners in ``BLPOP`` on wake-up lists that getters and 
 fill, all in slices of at most two seconds so that a getter also looks for dead consumers.
 The socket timeout is longer than any slice. Nothing is retried blindly: a put carries a
 per-thread sequence number the server remembers, so a put retried after a lost reply is not
-pushed twice; a get whose reply was lost gives its consumer id up (its messages come back after
-the visibility timeout). A lost server is retried for ``retry_window`` seconds, then
-``BackendUnavailable``; the next call reconnects by itself. A call with a timeout waits for a
-server that does not answer (stopped, or gone) until its timeout plus ``LATE`` at most.
+pushed twice (a ``put_many`` of ``NATIVE_PUSH`` or more is pushed natively and checked by a
+script in the same MULTI/EXEC, which takes it off again when refused or repeated); a get whose
+reply was lost gives its consumer id up (its messages come back after the visibility timeout).
+A lost server is retried for ``retry_window`` seconds, then ``BackendUnavailable``; the next
+call reconnects by itself. A call with a timeout waits for a server that does not answer
+(stopped, or gone) until its timeout plus ``LATE`` at most.
 
 A message a getter cannot read (not an envelope, or a payload its serializer or authkey
 refuses) goes to the dead-letter list ``{key}:dead``, counts as a task done (nobody has an
