@@ -598,10 +598,11 @@ def _words(values: Any) -> bytes:
     return table.tobytes()
 
 
-def lay_out(frames: list[bytes], crcs: list[int] | None) -> bytes:
+def lay_out(frames: list[bytes], crcs: list[int] | None, lengths: list[int] | None = None) -> bytes:
     """Items as the ring holds them: made outside the lock, copied into the ring at once under
     it. Several are one batch frame (but for more than 4 GiB of payloads: frames end to end)."""
-    lengths = list(map(len, frames))
+    if lengths is None:
+        lengths = list(map(len, frames))
     count, area = len(lengths), sum(lengths)
     if count < 2 or area > _MAX_AREA:
         return _lay_out_frames(frames, crcs)

@@ -337,7 +337,8 @@ class ShmQueue(QueueBase[T]):
         timeout: float | None,
     ) -> None:
         count = len(frames)
-        largest = max(map(len, frames), default=0)
+        lengths = list(map(len, frames))
+        largest = max(lengths, default=0)
         if largest > self._max_item:
             raise MessageTooLarge(
                 f"an item of {largest} bytes serialized can never fit a shm:// queue of "
@@ -348,7 +349,7 @@ class ShmQueue(QueueBase[T]):
             need = 8 + pad(largest)
             span = b""
         else:
-            span = lay_out(frames, crcs)
+            span = lay_out(frames, crcs, lengths)
             need = len(span)
         if need > seg.capacity:
             raise MessageTooLarge(
