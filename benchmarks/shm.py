@@ -6,7 +6,9 @@ Scenarios, each repeated and interleaved across the backends like benchmarks/thr
 (whose 1 producer -> 1 consumer measurement is reused here, unchanged):
 
 * 1 producer -> 1 consumer process, small pickled items: put/get, and batches of 100;
-* 4 producer processes x 4 consumer processes, put/get;
+* 4 producer processes x 4 consumer processes, put/get; and where its time goes: CPU time
+  (user, system), minor page faults and context switches per item, summed over the eight
+  processes (getrusage around each one's loop);
 * 1 MiB items (bytes), 1 producer -> 1 consumer: bytes per second;
 * wake-up latency: a get blocked in one process, a put in another; from just before the put
   to the get's return (p50, p99);
@@ -20,6 +22,7 @@ import argparse
 import contextlib
 import functools
 import os
+import resource
 import statistics
 import sys
 import time
@@ -133,6 +136,71 @@ def measure_many(backend: Backend, pairs: int, n: int) -> float:
             if p.is_alive():
                 p.kill()
         for _, conn in results:
+            conn.close()
+        backend.close(q)
+
+
+_USAGE = ("ru_utime", "ru_stime", "ru_minflt", "ru_nvcsw", "ru_nivcsw")
+
+
+def _usage() -> list[float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread: mp.Queue's feeder too
+    return [float(getattr(usage, field)) for field in _USAGE]
+
+
+def _costed(role: str, backend: Backend, q: Any, items: int, go: Any, out: Connection) -> None:
+    put, get = backend.ops(q)[:2]
+    batch = [throughput.make_item(i) for i in range(items)]
+    go.wait()
+    before = _usage()
+    if role == "producer":
+        for item in batch:
+            put(item)
+        put(STOP)
+    else:
+        while get() != STOP:
+            pass
+    out.send([after - was for after, was in zip(_usage(), before, strict=True)])
+    out.close()
+
+
+def costs_many(backend: Backend, pairs: int, n: int) -> dict[str, float]:
+    """Where the time of ``pairs`` producers x as many consumers goes, per item: CPU
+    microseconds (user, system), minor page faults, voluntary and involuntary context
+    switches, summed over the processes."""
+    q = backend.open()
+    go = CTX.Barrier(2 * pairs)
+    children, conns = [], []
+    try:
+        for role in ("consumer", "producer"):
+            for _ in range(pairs):
+                theirs, ours = CTX.Pipe(duplex=False)
+                args = (role, backend, q, n // pairs, go, ours)
+                p = CTX.Process(target=_costed, args=args)
+                p.start()
+                ours.close()
+                children.append(p)
+                conns.append(theirs)
+        totals = [0.0] * len(_USAGE)
+        for conn in conns:
+            if not conn.poll(WATCHDOG):
+                raise RuntimeError(f"{backend.name}: a process did not report")
+            totals = [t + v for t, v in zip(totals, conn.recv(), strict=True)]
+        items = n // pairs * pairs
+        user, system, faults, voluntary, involuntary = (t / items for t in totals)
+        return {
+            "user us": user * 1e6,
+            "sys us": system * 1e6,
+            "faults": faults,
+            "vol cs": voluntary,
+            "invol cs": involuntary,
+        }
+    finally:
+        for p in children:
+            p.join(WATCHDOG)
+            if p.is_alive():
+                p.kill()
+        for conn in conns:
             conn.close()
         backend.close(q)
 
@@ -357,6 +425,17 @@ def main(argv: list[str] | None = None) -> int:
         seen = sorted(latencies(backend, 1000 // scale))
         p50, p99 = seen[len(seen) // 2], seen[int(len(seen) * 0.99)]
         lines.append(f"  {backend.name}: p50 {p50 * 1e6:,.0f} us, p99 {p99 * 1e6:,.0f} us")
+    lines.append(
+        f"4P x 4C, {n:,} items, per item over the 8 processes (median of {args.repeat}): CPU "
+        "us (user, system), minor page faults, context switches (voluntary, involuntary):"
+    )
+    for backend in small:
+        runs = [costs_many(backend, 4, n) for _ in range(args.repeat)]
+        cells_of = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        lines.append(
+            f"  {backend.name}: "
+            + ", ".join(f"{key} {value:.3f}" for key, value in cells_of.items())
+        )
     lines.append("CPU used by a get blocked for 1 s on an empty queue:")
     for backend in small:
         lines.append(f"  {backend.name}: {idle_cpu(backend):.3%} of a core")
