@@ -15,21 +15,23 @@ Lifecycle:
 
 A process killed at any instant leaves the queue's memory whole (``_shm_segment`` tells how).
 What a killed process can lose: the items of a put it was inside (all or none of a batch, and
-none are visible before they all are), and the items it had got, in a get that was returning
-or held for processing (with any that a ``get_many`` held back in its handle, below). Items it
-got but had not marked with ``task_done()`` stay unfinished, so ``join()`` without a timeout
-would wait for them forever. A wake-up it was about to send
-when killed is made up by the waiters themselves within half a second. One killed while asleep
-in a call stays in the count of sleepers: each later change at the other end then makes one
-wake-up system call more than it needs (slower, never wrong).
+none are visible before they all are), and the items it had got, in a get that was returning or
+held for processing (with any that a ``get_many`` held back in its handle, below). Items it got
+but had not marked with ``task_done()`` stay unfinished, so ``join()`` without a timeout would
+wait for them forever. A wake-up it was about to send when killed is made up by the waiters
+themselves within half a second. One killed while asleep in a call stays in the count of
+sleepers: each later change at the other end then makes one wake-up system call more than it
+needs (slower, never wrong).
 
 An item that will not load (its bytes fail their CRC-32 check with ``checksum=true``, or the
-serializer refuses them) is off the queue once got: ``get`` counts it as a task done and
-raises, and ``get_many`` stops before it (see :meth:`ShmQueue.get_many`). Bytes written into
-the segment by another program can also break a frame's length, and then no frame after it
-can be found: the get that meets such a frame drops every item published until then, counts
-them as tasks done, and raises ``CorruptMessage`` saying how many (their bytes in its
-``data``); the items put after that are served as usual.
+serializer refuses them) is off the queue once got: ``get`` counts it as a task done and raises,
+and ``get_many`` stops before it, the rest waiting in the handle (unfinished tasks; ``close()``
+gives them back at the back of the queue, or raises ``QueueError`` if it is full or shut down;
+``shutdown(immediate=True)`` drops them as done). Bytes written into the segment by another
+program can also break a frame's length, and then no frame after it can be found: the get that
+meets such a frame drops every item published until then, counts them as tasks done, and raises
+``CorruptMessage`` saying how many (their bytes in its ``data``); the items put after that are
+served as usual.
 """
 
 from __future__ import annotations
@@ -467,16 +469,6 @@ class ShmQueue(QueueBase[T]):
         return item
 
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
-        """Up to ``max_items`` items, once there is one.
-
-        It stops before an item that would not load (or fails its CRC-32 check): the items
-        before it are returned, and it and the items got after it wait in this handle, whose
-        next ``get``/``get_many`` take them before the queue; the first of them raises, and
-        counts as a task done. Waiting there, they are in flight with this handle: not in
-        ``qsize()``, unfinished for ``join()``; ``close()`` gives them back to the queue (or
-        raises ``QueueError`` if it is full or shut down), ``shutdown(immediate=True)`` drops
-        them, and a process killed holding them loses them.
-        """
         seg = self._segment()
         check_max_items(max_items)
         if self._held:
