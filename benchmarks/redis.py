@@ -83,11 +83,15 @@ def timed(setup: Callable[[], None], body: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def scenarios(url: str, ops: int) -> dict[str, tuple[Callable[[], float], Callable[[], float]]]:
+def scenarios(
+    url: str, ops: int, cleanup: list[Callable[[], object]]
+) -> dict[str, tuple[Callable[[], float], Callable[[], float]]]:
     r = redis.Redis.from_url(url)
     key = f"bench-raw-{secrets.token_hex(4)}"
     proc = key + ":proc"
     q = queuekit.open(url, serializer="raw")
+    # On a server of the caller's (--url), nothing of the run is left behind.
+    cleanup += [q.close, q.unlink, lambda: r.delete(key, proc)]
     q.put(ITEM)
     q.get()  # scripts loaded, consumer registered: steady state
     q.task_done()
@@ -215,17 +219,22 @@ def main(argv: list[str] | None = None) -> int:
     ops = args.ops - args.ops % BATCH
     with server(args.url) as url:
         server_version = redis.Redis.from_url(url).info("server")["redis_version"]
-        cases = scenarios(url, ops)
-        raw: dict[str, list[float]] = {name: [] for name in cases}
-        ours: dict[str, list[float]] = {name: [] for name in cases}
-        for round_ in range(args.repeat):
-            for name, (raw_fn, qk_fn) in cases.items():
-                if round_ % 2:
-                    ours[name].append(qk_fn())
-                    raw[name].append(raw_fn())
-                else:
-                    raw[name].append(raw_fn())
-                    ours[name].append(qk_fn())
+        cleanup: list[Callable[[], object]] = []
+        try:
+            cases = scenarios(url, ops, cleanup)
+            raw: dict[str, list[float]] = {name: [] for name in cases}
+            ours: dict[str, list[float]] = {name: [] for name in cases}
+            for round_ in range(args.repeat):
+                for name, (raw_fn, qk_fn) in cases.items():
+                    if round_ % 2:
+                        ours[name].append(qk_fn())
+                        raw[name].append(raw_fn())
+                    else:
+                        raw[name].append(raw_fn())
+                        ours[name].append(qk_fn())
+        finally:
+            for step in reversed(cleanup):
+                step()
     lines = [
         f"{args.repeat} rounds of {ops} operations (items of {len(ITEM)} bytes), "
         f"Python {sys.version.split()[0]}, redis-py {redis.__version__} "
