@@ -328,6 +328,31 @@ def test_close_gives_back_a_batch_list_in_order(url: str) -> None:
         assert q.unlink() is True
 
 
+def test_a_blocked_big_get_many_waits_without_taking(url: str) -> None:
+    # A get_many of 64 or more waits by moving a message from the front to the front, then
+    # takes its batch whole; it wakes on a put, times out, and wakes on shutdown.
+    with queuekit.open(url) as q:
+        with pytest.raises(Empty):
+            q.get_many(100, timeout=0.2)
+        got: list[Any] = []
+        getter = threading.Thread(target=lambda: got.append(_outcome(lambda: q.get_many(100))))
+        getter.start()
+        time.sleep(0.3)  # let it block (if it has not yet, it finds the items at once)
+        q.put_many(range(5))
+        getter.join(LONG)
+        assert got == [list(range(5))]
+        assert [c["in_flight"] for c in q.info()["consumers"].values()] == [5]
+        getter = threading.Thread(target=lambda: got.append(_outcome(lambda: q.get_many(100))))
+        getter.start()
+        time.sleep(0.3)
+        q.shutdown()
+        getter.join(LONG)
+        assert isinstance(got[1], queuekit.ShutDown)
+        for _ in range(5):
+            q.task_done()
+        q.join(timeout=LONG)
+
+
 def test_close_during_a_blocked_get_gives_its_message_back(url: str) -> None:
     with queuekit.open(url) as q:
         waiting = queuekit.open(url)

@@ -677,6 +677,14 @@ class RedisQueue(QueueBase[T]):
             if wait == 0.0:
                 raise Empty
             seconds = self._slice if wait is None else max(0.001, min(wait, self._slice))
+            if max_items >= BATCH_LIST:
+                # Wait for a message without taking it (moved from the front to the front): the
+                # batch is taken whole by the loop's next try, not one by this and the rest
+                # through a script.
+                peek = partial(self._call, "BLMOVE", k.queue, k.queue, "RIGHT", "RIGHT", seconds)
+                if self._run(partial(peek, blocks=seconds), end=end) is None:
+                    self._recover(end=end)
+                continue
             blmove = partial(self._call, "BLMOVE", k.queue, proc, "RIGHT", "LEFT", seconds)
             moved = self._run(partial(blmove, blocks=seconds), lost=lost, end=end)
             if moved is None:
