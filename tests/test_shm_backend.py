@@ -496,6 +496,28 @@ def test_close_refuses_when_it_cannot_give_back() -> None:
         assert q.get_many(9) == [5, 6, 7]
 
 
+def _get_and_report(q: ShmQueue[Any], conn: Connection) -> None:
+    conn.send((q.info()["held"], q.get_many(9, timeout=LONG)))
+    q.close()
+
+
+def test_a_forked_copy_of_a_handle_holds_nothing() -> None:
+    """Held items are the process's that got them: a child forked with the handle neither
+    takes them nor gives them back on close, so none is got twice."""
+    with queuekit.open("shm://", serializer=Refusing()) as q:
+        q.put_many([0, 1, "BAD", 3])
+        assert q.get_many(4) == [0, 1]
+        q.put(4)
+        ours_end, theirs = FORK.Pipe(duplex=False)
+        with child(_get_and_report, q, theirs):
+            assert ours_end.poll(LONG)
+            assert ours_end.recv() == (0, [4])
+        assert q.qsize() == 0, "the child's close gave nothing back"
+        with pytest.raises(queuekit.SerializationError):
+            q.get()
+        assert q.get_nowait() == 3
+
+
 def test_immediate_shutdown_drops_held_items() -> None:
     with queuekit.open("shm://", serializer=Refusing()) as q:
         q.put_many([0, 1, "BAD", 3, 4, 5])

@@ -159,8 +159,10 @@ class ShmQueue(QueueBase[T]):
         self._loads = self._serializer.loads
         self._loads_many = functools.partial(loads_many, self._serializer)
         # Payloads got by a get_many that stopped before one that would not load: the next
-        # calls take them first (see get_many).
+        # calls take them first. They are the process's that got them: a forked copy of the
+        # handle holds none.
         self._held: deque[Any] = deque()
+        self._held_by = os.getpid()
         self._seg: Segment | None = None
         if capacity is not None:
             capacity = as_capacity(capacity)
@@ -408,7 +410,7 @@ class ShmQueue(QueueBase[T]):
         seg = self._seg
         if seg is None:
             seg = self._segment()
-        if self._held:
+        if self._held and self._holds():
             return self._from_held(1)[0]
         # The usual case, written out: an item there, in a frame of its own, not wrapped around.
         mm, mutex = seg.mm, seg.get_mutex
@@ -471,7 +473,7 @@ class ShmQueue(QueueBase[T]):
     def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
         seg = self._segment()
         check_max_items(max_items)
-        if self._held:
+        if self._held and self._holds():
             return self._from_held(max_items)
         frames: list[bytes] | None = None
         spin = True
@@ -570,18 +572,29 @@ class ShmQueue(QueueBase[T]):
 
     def _load(self, seg: Segment, frames: list[bytes], crcs: list[int]) -> list[T]:
         """The items of payloads just got, per the rule of ``get_many``."""
+        payloads: list[Any] = frames
+        bad = False
         if seg.checksum:
-            payloads: list[Any] = frames
-            bad = False
             for i, (data, crc) in enumerate(zip(frames, crcs, strict=True)):
                 if zlib.crc32(data) != crc:
                     payloads[i] = _Bad(data, crc, _corrupt(seg, data))
                     bad = True
+        try:
             if bad:
                 return load_batch(
                     self._checked_many, self._checked, payloads, self._held, self._count_done
                 )
-        return load_batch(self._loads_many, self._loads, frames, self._held, self._count_done)
+            return load_batch(self._loads_many, self._loads, frames, self._held, self._count_done)
+        finally:
+            if self._held:
+                self._held_by = os.getpid()
+
+    def _holds(self) -> bool:
+        """Whether this handle holds payloads in this process (a forked copy holds none)."""
+        if self._held_by != os.getpid():
+            self._held.clear()
+            return False
+        return True
 
     def _from_held(self, max_items: int) -> list[T]:
         held = self._held
@@ -658,13 +671,15 @@ class ShmQueue(QueueBase[T]):
     def shutdown(self, immediate: bool = False) -> None:
         seg = self._segment()
         held = self._held
+        if held:
+            self._holds()
         seg.tell_everyone(shut=True, drain=immediate, held=len(held) if immediate else 0)
         if immediate:
             held.clear()
 
     def close(self) -> None:
         seg = self._seg
-        if seg is not None and self._held:
+        if seg is not None and self._held and self._holds():
             self._give_back(seg)
         self._seg = None
         self._closed = True
@@ -740,7 +755,7 @@ class ShmQueue(QueueBase[T]):
             "maxsize": seg.maxsize,
             "qsize": puts - gets,
             "unfinished": puts - done,
-            "held": len(self._held),
+            "held": len(self._held) if self._held and self._holds() else 0,
             "shutdown": bool(shut),
             "checksum": seg.checksum,
             "serializer": self._serializer.name,
