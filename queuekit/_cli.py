@@ -15,13 +15,16 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import _bench
 from ._errors import InvalidURL, QueueError
 from ._registry import open as open_url
 from ._registry import registered_schemes
 from ._urls import parse_url
+
+if TYPE_CHECKING:
+    from . import testing
 
 __all__ = ["main"]
 
@@ -68,13 +71,14 @@ def _import_modules(names: Sequence[str]) -> None:
             ) from None
 
 
-def _probe(url: str) -> str:
-    """Open ``url`` once and close it, so a bad URL is a usage error, not N failed checks."""
+def _probe(url: str, target: testing.Target) -> str:
+    """Open ``url`` once, so a bad URL is a usage error, not N failed checks; the queue is
+    disposed of as the suite's own are (a private Redis queue's keys do not stay behind)."""
     try:
-        with open_url(url):
-            pass
+        q = open_url(url)
     except InvalidURL as exc:
         raise _UsageError(str(exc)) from None
+    target.dispose(q, shut_down=False)
     return parse_url(url).redacted()
 
 
@@ -100,8 +104,8 @@ def cmd_conformance(args: argparse.Namespace, say: Say) -> int:
         raise _UsageError(
             f"unknown profile {args.profile!r}; choose from {', '.join(testing.PROFILES)}"
         )
-    shown = _probe(args.url)
     target = testing.target_for_url(args.url, settings.get_profile(args.profile))
+    shown = _probe(args.url, target)
     say(f"checking {shown} (profile {args.profile})", file=sys.stderr)
 
     def progress(result: testing.CheckResult) -> None:

@@ -472,6 +472,19 @@ def test_every_key_shares_the_hash_tag(redis_url: str, url: str, key: str) -> No
         assert all(n.startswith("{" + key + "}") for n in names), names
 
 
+def test_a_closed_handle_can_unlink(redis_url: str, key: str) -> None:
+    r = client(redis_url)
+    q = queuekit.open(f"{redis_url}?key={key}")
+    q.put_many([1, 2])
+    assert q.get(timeout=LONG) == 1  # in flight: close() gives it back
+    q.close()
+    assert list(r.scan_iter(match="{" + key + "}*")) != []
+    assert q.unlink() is True  # type: ignore[attr-defined]
+    assert list(r.scan_iter(match="{" + key + "}*")) == []
+    with pytest.raises(queuekit.QueueClosed):
+        q.qsize()
+
+
 def test_unlink_leaves_no_key_of_the_queue(redis_url: str, key: str) -> None:
     r = client(redis_url)
     # A glob character in the key: the scan must take it literally, and spare the neighbour.

@@ -898,8 +898,14 @@ class RedisQueue(QueueBase[T]):
         queue under the same key and writes its keys again; another handle's unacknowledged
         messages are gone, and if it dies holding new ones nobody gives them back, as it is
         no longer a registered consumer: close the other handles first.
+
+        A closed handle can still unlink (close first, then unlink, as with shared memory):
+        close() has given back what it held, and unlink() opens a connection for the call.
         """
-        self._ready()
+        if not self._closed:
+            self._ready()
+        elif os.getpid() != self._pid:
+            self._fresh_process()
         with self._beat_lock, self._lock:
             # No heartbeat or consumer of ours may write a key again behind the scan.
             self._cid = self._proc = None

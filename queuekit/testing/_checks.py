@@ -221,10 +221,11 @@ class Target:
             if problem and passed:
                 raise AssertionError(problem)
 
-    def dispose(self, q: Queue[Any]) -> str | None:
+    def dispose(self, q: Queue[Any], shut_down: bool = True) -> str | None:
         """Shut ``q`` down at once, unlink it where that applies, and close it, each within
         ``CLEANUP`` seconds (shut down first, so no helper thread lingers); what went wrong,
-        if anything.
+        if anything. ``shut_down=False`` leaves the shutdown out, for a queue nobody used
+        (the command line's first open, which may name a queue that others use).
 
         ``unlink()``, for a backend whose queues outlive their handles (it removes the queue
         itself: ``shm://``'s name, ``redis://``'s keys), is called on the open handle, and only
@@ -232,7 +233,7 @@ class Target:
         queue the URL names. Only the process that opened ``q`` calls this: a child process
         handed a handle leaves the queue to its parent.
         """
-        problems = [_within(functools.partial(q.shutdown, immediate=True))]
+        problems = [_within(functools.partial(q.shutdown, immediate=True)) if shut_down else None]
         if not callable(getattr(q, "unlink", None)):
             problems.append(_within(q.close))
             return "; ".join(dict.fromkeys(p for p in problems if p)) or None
