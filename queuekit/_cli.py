@@ -104,7 +104,10 @@ def cmd_conformance(args: argparse.Namespace, say: Say) -> int:
         raise _UsageError(
             f"unknown profile {args.profile!r}; choose from {', '.join(testing.PROFILES)}"
         )
-    target = testing.target_for_url(args.url, settings.get_profile(args.profile))
+    try:
+        target = testing.target_for_url(args.url, settings.get_profile(args.profile))
+    except InvalidURL as exc:
+        raise _UsageError(str(exc)) from None
     shown = _probe(args.url, target)
     say(f"checking {shown} (profile {args.profile})", file=sys.stderr)
 
