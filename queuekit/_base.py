@@ -6,7 +6,9 @@ only what would otherwise be written the same way in every backend.
 
 from __future__ import annotations
 
+import os
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -21,8 +23,11 @@ __all__ = [
     "check_batch_fits",
     "check_max_items",
     "deadline",
+    "drop_held",
+    "forget_held_in_children",
     "load_batch",
     "remaining",
+    "take_held",
 ]
 
 T = TypeVar("T")
@@ -105,6 +110,47 @@ def load_batch(
             held.extendleft(reversed(payloads[n:]))
             return items
     return items  # loads_many refused what loads takes one at a time: not a bad message
+
+
+def take_held(held: deque[Any], max_items: int) -> list[Any]:
+    """Up to ``max_items`` payloads from the front of ``held``, which other threads of the
+    handle may be taking from at the same time."""
+    taken: list[Any] = []
+    try:
+        while len(taken) < max_items:
+            taken.append(held.popleft())
+    except IndexError:  # another thread took the rest
+        pass
+    return taken
+
+
+def drop_held(held: deque[Any]) -> int:
+    """Empty ``held`` (as an immediate shutdown discards items); how many this call took."""
+    dropped = 0
+    try:
+        while True:
+            held.popleft()
+            dropped += 1
+    except IndexError:
+        return dropped
+
+
+_holding: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def forget_held_in_children(handle: Any) -> None:
+    """Have a forked child's copy of ``handle`` start with an empty ``_held`` deque: the held
+    payloads are the parent's, which the child must neither serve nor give back."""
+    _holding.add(handle)
+
+
+def _forget_held() -> None:
+    for handle in list(_holding):
+        handle._held = deque()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held)
 
 
 class QueueBase(Generic[T]):

@@ -31,15 +31,19 @@ A process killed holding them loses them.
 
 from __future__ import annotations
 
-import os
 import queue as _stdlib_queue
 import time
-import weakref
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._base import check_max_items, load_batch
+from .._base import (
+    check_max_items,
+    drop_held,
+    forget_held_in_children,
+    load_batch,
+    take_held,
+)
 from .._errors import Empty, InvalidURL, QueueError, ShutDown
 from .._procstate import (
     IMMEDIATE,
@@ -63,19 +67,6 @@ T = TypeVar("T")
 
 IN_FLIGHT_GRACE = 2.0
 """Seconds a getter waits for an item it has claimed but whose bytes are still on their way."""
-
-
-_holding: weakref.WeakSet[MPQueue[Any]] = weakref.WeakSet()
-"""Handles that have held payloads (see ``load_batch``): a forked child's copies hold none."""
-
-
-def _forget_held() -> None:
-    for handle in list(_holding):
-        handle._held = deque()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_held)
 
 
 class MPQueue(SharedStateHandle[T]):
@@ -158,7 +149,7 @@ class MPQueue(SharedStateHandle[T]):
             )
         finally:
             if self._held:
-                _holding.add(self)
+                forget_held_in_children(self)
 
     def _loads_many(self, payloads: Sequence[bytes]) -> list[T]:
         return loads_many(self._serializer, payloads)
@@ -179,24 +170,11 @@ class MPQueue(SharedStateHandle[T]):
         if self._shared.slots[SHUTDOWN] == IMMEDIATE:
             self._drop_held()
             raise ShutDown
-        held, taken = self._held, list[bytes]()
-        try:
-            while len(taken) < max_items:
-                taken.append(held.popleft())
-        except IndexError:  # another thread took the rest
-            pass
-        return taken
+        return take_held(self._held, max_items)
 
     def _drop_held(self) -> None:
         """Discard the payloads this handle holds, as done, as an immediate shutdown does."""
-        dropped = 0
-        try:
-            while True:
-                self._held.popleft()
-                dropped += 1
-        except IndexError:
-            pass
-        if dropped:
+        if dropped := drop_held(self._held):
             self._tasks_done(dropped)
 
     def _get_encoded(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:

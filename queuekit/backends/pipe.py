@@ -74,13 +74,18 @@ import struct
 import termios
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Iterable, Sequence
 from multiprocessing.reduction import DupFd
 from typing import Any, ClassVar, TypeVar
 
-from .._base import check_max_items, load_batch
+from .._base import (
+    check_max_items,
+    drop_held,
+    forget_held_in_children,
+    load_batch,
+    take_held,
+)
 from .._errors import (
     BackendUnavailable,
     CorruptMessage,
@@ -730,19 +735,6 @@ class _Pipe(ProcessSharedState):
         return {**facts, "bytes_waiting": waiting, "late_writes": late}
 
 
-_holding: weakref.WeakSet[PipeQueue[Any]] = weakref.WeakSet()
-"""Handles that have held payloads (see ``load_batch``): a forked child's copies hold none."""
-
-
-def _forget_held() -> None:
-    for handle in list(_holding):
-        handle._held = deque()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_held)
-
-
 class PipeQueue(SharedStateHandle[T]):
     SCHEME = "pipe"
     _shared: _Pipe
@@ -870,7 +862,7 @@ class PipeQueue(SharedStateHandle[T]):
             )
         finally:
             if self._held:
-                _holding.add(self)
+                forget_held_in_children(self)
 
     def _loads_many(self, payloads: Sequence[bytes]) -> list[T]:
         return loads_many(self._serializer, payloads)
@@ -880,24 +872,11 @@ class PipeQueue(SharedStateHandle[T]):
         if self._shared.slots[SHUTDOWN] == IMMEDIATE:
             self._drop_held()
             raise ShutDown
-        held, taken = self._held, list[bytes]()
-        try:
-            while len(taken) < max_items:
-                taken.append(held.popleft())
-        except IndexError:  # another thread took the rest
-            pass
-        return taken
+        return take_held(self._held, max_items)
 
     def _drop_held(self) -> None:
         """Discard the payloads this handle holds, as done, as an immediate shutdown does."""
-        dropped = 0
-        try:
-            while True:
-                self._held.popleft()
-                dropped += 1
-        except IndexError:
-            pass
-        if dropped:
+        if dropped := drop_held(self._held):
             self._shared.tasks_done(dropped)
 
     def shutdown(self, immediate: bool = False) -> None:
