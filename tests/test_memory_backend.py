@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from refusing import Refused, Refusing
 
 import queuekit
 from queuekit import Empty, QueueClosed, ShutDown
@@ -277,21 +278,12 @@ def test_a_timeout_beyond_what_a_lock_takes_waits_like_any_other(crew: Crew) -> 
 # --- A message that will not load ----------------------------------------------------------
 
 
-class Refused(Exception):
-    """What Refusing.loads raises: not a queuekit error, as a third-party serializer's."""
-
-
-class Refusing:
-    """Pickles everything; refuses to load the item "bad", and on "shut" shuts the queue
-    down at once first (as another thread could, while a get_many loads its batch)."""
-
-    name = "refusing"
+class ShuttingRefusing(Refusing):
+    """Refuses to load "bad" and "shut"; on "shut" it shuts the queue down at once first (as
+    another thread could, while a get_many loads its batch)."""
 
     def __init__(self) -> None:
         self.queue: MemoryQueue[Any] | None = None
-
-    def dumps(self, item: Any) -> bytes:
-        return pickle.dumps(item)
 
     def loads(self, data: bytes) -> Any:
         item = pickle.loads(data)
@@ -303,7 +295,7 @@ class Refusing:
 
 
 def refusing_queue() -> MemoryQueue[Any]:
-    serializer = Refusing()
+    serializer = ShuttingRefusing()
     q: MemoryQueue[Any] = MemoryQueue(serializer=serializer)
     serializer.queue = q
     return q
@@ -356,7 +348,7 @@ def test_the_rule_holds_through_a_subclass_s_hooks(hooked: bool) -> None:
         def _decode(self, data: Any) -> Any:
             return super()._decode(data)
 
-    serializer = Refusing()
+    serializer = ShuttingRefusing()
     q = (Hooked if hooked else MemoryQueue)(serializer=serializer)
     q.put_many([0, "bad", 2])
     assert q.get_many(3) == [0]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from refusing import Refused, Refusing
 
 import queuekit
 from queuekit import Empty, Full, InvalidURL, JoinTimeout, QueueClosed, SerializationError, ShutDown
@@ -430,25 +431,6 @@ def test_repr_info_and_close(opened: Callable[..., MPQueue[Any]]) -> None:
 
 
 # --- A message that will not load ----------------------------------------------------------
-
-
-class Refused(Exception):
-    """What Refusing.loads raises: not a queuekit error, as a third-party serializer's."""
-
-
-class Refusing:
-    """Pickles everything and refuses to load the item "bad"."""
-
-    name = "refusing"
-
-    def dumps(self, item: Any) -> bytes:
-        return pickle.dumps(item)
-
-    def loads(self, data: bytes) -> Any:
-        item = pickle.loads(data)
-        if item == "bad":
-            raise Refused("refusing 'bad'")
-        return item
 
 
 def test_a_batch_with_a_message_that_will_not_load_returns_what_comes_before_it(

@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
+from refusing import Refused, Refusing
 
 import queuekit
 from queuekit import (
@@ -956,25 +957,6 @@ def test_a_batch_that_cannot_be_pickled_names_the_item_and_puts_nothing(
 
 
 # --- A message that will not load ----------------------------------------------------------
-
-
-class Refused(Exception):
-    """What Refusing.loads raises: not a queuekit error, as a third-party serializer's."""
-
-
-class Refusing:
-    """Pickles everything and refuses to load the item "bad"."""
-
-    name = "refusing"
-
-    def dumps(self, item: Any) -> bytes:
-        return pickle.dumps(item)
-
-    def loads(self, data: bytes) -> Any:
-        item = pickle.loads(data)
-        if item == "bad":
-            raise Refused("refusing 'bad'")
-        return item
 
 
 def test_a_batch_with_a_frame_that_will_not_load_returns_what_comes_before_it(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import pickle
 import secrets
 import signal
 import threading
@@ -24,6 +23,7 @@ from _killing import MAX_GET, kill_loop
 from hypothesis import given
 from hypothesis import strategies as st
 from redis_server import RedisServer
+from refusing import BAD, Refusing
 
 import queuekit
 from queuekit import AuthenticationError, BackendUnavailable, CorruptMessage, Empty, Full
@@ -348,27 +348,12 @@ def test_get_many_meeting_a_bad_message_first_raises_and_gives_the_rest_back(
         assert q.info()["dead_letters"] == 1
 
 
-class _Refusing:
-    """Pickle, except that it will not load the item "BAD"."""
-
-    name = "refusing"
-
-    def dumps(self, item: Any) -> bytes:
-        return pickle.dumps(item)
-
-    def loads(self, data: bytes) -> Any:
-        item = pickle.loads(data)
-        if item == "BAD":
-            raise ValueError("this item is refused")
-        return item
-
-
 @BATCHES
 def test_a_bad_message_put_by_queuekit_counts_as_done(redis_url: str, key: str, many: int) -> None:
     # The rule for every backend, on redis://: [0, 1, BAD, 3, 4] and [BAD] alone.
     url = f"{redis_url}?key={key}"
-    with queuekit.open(url, serializer=_Refusing()) as q:
-        q.put_many([0, 1, "BAD", 3, 4])
+    with queuekit.open(url, serializer=Refusing()) as q:
+        q.put_many([0, 1, BAD, 3, 4])
         assert q.get_many(many, timeout=LONG) == [0, 1]
         with pytest.raises(CorruptMessage, match="refused"):
             q.get(timeout=LONG)
@@ -377,7 +362,7 @@ def test_a_bad_message_put_by_queuekit_counts_as_done(redis_url: str, key: str, 
             q.task_done()
         q.join(timeout=LONG)
         assert q.qsize() == 0
-        q.put("BAD")
+        q.put(BAD)
         with pytest.raises(CorruptMessage, match="refused"):
             q.get_many(many, timeout=LONG)
         q.join(timeout=LONG)  # at once: nothing to call task_done() for
