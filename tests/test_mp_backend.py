@@ -11,7 +11,6 @@ import os
 import pickle
 import queue
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,16 @@ import pytest
 from refusing import Refused, Refusing
 
 import queuekit
-from queuekit import Empty, Full, InvalidURL, JoinTimeout, QueueClosed, SerializationError, ShutDown
+from queuekit import (
+    CorruptMessage,
+    Empty,
+    Full,
+    InvalidURL,
+    JoinTimeout,
+    QueueClosed,
+    SerializationError,
+    ShutDown,
+)
 from queuekit.backends.mp import IN_FLIGHT_GRACE, MPQueue
 
 START_METHODS = [
@@ -132,10 +140,11 @@ def _put_large(q: MPQueue[bytes], n: int, put_done: Any) -> None:
     # Exiting now joins this process's feeder, which waits until readers make room in the pipe.
 
 
-def _put_and_die(q: MPQueue[str]) -> None:
-    # The feeder thread needs the GIL to send; with a long switch interval it never gets it
-    # before the kill below, so the item is counted but never written.
-    sys.setswitchinterval(10)
+def _put_and_die(q: MPQueue[Any]) -> None:
+    # The large item does not fit the pipe: its run is left to the feeder, half written, and
+    # "lost" waits in the buffer behind it. Killed now, the large item is torn and the small
+    # one never written, though both are counted.
+    q.put(bytes(3 * BIG))
     q.put("lost")
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -354,7 +363,16 @@ def test_an_item_whose_producer_was_killed_before_sending_it_is_lost_not_hung(
     with running("fork", _put_and_die, q) as child:
         pass
     assert child.exitcode == -signal.SIGKILL
-    assert q.qsize() == 1, "the item is counted when put returns"
+    assert q.qsize() == 2, "the items are counted when put returns"
+
+    def get_torn() -> None:
+        with pytest.raises(Empty):
+            q.get_nowait()
+
+    call_within(LONG, get_torn, "get_nowait() of an item whose producer died writing it")
+    facts = q.info()
+    assert (facts["qsize"], facts["frames_voided"]) == (1, 1), facts
+    assert facts["unfinished"] == 1, "the torn item is counted done; the unsent one is not"
     start = time.monotonic()
 
     def get_lost() -> None:
@@ -362,11 +380,144 @@ def test_an_item_whose_producer_was_killed_before_sending_it_is_lost_not_hung(
             q.get_nowait()
 
     call_within(LONG, get_lost, "get_nowait() of an item that will never arrive")
-    assert time.monotonic() - start >= IN_FLIGHT_GRACE - 0.1, "gave up before the grace period"
+    assert time.monotonic() - start < IN_FLIGHT_GRACE / 2, "waited for a dead producer's item"
     assert q.qsize() == 0
     assert q.info()["unfinished"] == 1, "a lost item stays an unfinished task"
     q.put("next")
     assert q.get(timeout=LONG) == "next"
+
+
+def _put_slowly_then_wait(q: MPQueue[Any], go: Any) -> None:
+    send = q._stream.send
+
+    def send_late(payloads: Any) -> None:
+        time.sleep(0.5)  # counted in, and still on its way for half a second
+        send(payloads)
+
+    q._stream.send = send_late  # type: ignore[method-assign]
+    q.put("slow")
+    go.wait(LONG)
+
+
+def test_get_nowait_waits_for_an_item_a_living_producer_is_still_sending(
+    opened: Callable[..., MPQueue[Any]],
+) -> None:
+    q = opened()
+    go: Any = multiprocessing.get_context("fork").Event()
+    with running("fork", _put_slowly_then_wait, q, go):
+        end = time.monotonic() + LONG
+        while not q.qsize() and time.monotonic() < end:
+            time.sleep(0.001)
+        start = time.monotonic()
+        assert q.get_nowait() == "slow"
+        assert time.monotonic() - start > 0.2, "the item was there at once: this tested nothing"
+        go.set()
+
+
+# --- The stream after a kill, and bytes that are not the queue's ----------------------------
+
+
+def _die_at(call: str, after: bool, q: MPQueue[Any], action: Callable[[], object]) -> None:
+    """Run ``action`` and die (SIGKILL) at its first ``os.<call>``: before it or after it
+    returns, with the queue's I/O lock held and its note of the call not yet closed."""
+    real = getattr(os, call)
+
+    def dying(*args: Any) -> Any:
+        if after:
+            real(*args)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    setattr(os, call, dying)
+    action()
+
+
+@pytest.mark.parametrize(
+    ("call", "after", "expect"),
+    [
+        ("write", False, "lost"),  # counted, never in the pipe: forgotten, no one waits for it
+        ("write", True, "got"),  # in the pipe: the repair counts it in
+        ("read", False, "lost"),  # claimed by the dead one: its frame is skipped
+        ("read", True, "lost"),  # read by the dead one
+    ],
+)
+def test_a_process_killed_inside_a_system_call_on_the_pipe_leaves_it_usable(
+    call: str, after: bool, expect: str, opened: Callable[..., MPQueue[Any]]
+) -> None:
+    q = opened()
+    if call == "read":
+        q.put("held by the dead")
+    action = (lambda: q.put("put by the dead")) if call == "write" else q.get
+    with running("fork", _die_at, call, after, q, action) as child:
+        pass
+    assert child.exitcode == -signal.SIGKILL
+    start = time.monotonic()
+    if expect == "got":
+        assert q.get(timeout=LONG) == "put by the dead"
+    elif call == "write":
+        with pytest.raises(Empty):
+            q.get(timeout=0.2)
+        assert time.monotonic() - start < 0.2 + IN_FLIGHT_GRACE / 2, "waited for a dead one"
+    q.put("next")
+    assert q.get(timeout=LONG) == "next"
+    facts = q.info()
+    assert facts["stream_repairs"] == 1, facts
+    assert (facts["bytes_waiting"], facts["frames_waiting"], facts["qsize"]) == (0, 0, 0), facts
+
+
+def _read_a_piece_and_die(q: MPQueue[Any]) -> None:
+    real = os.read
+    reads: list[int] = []
+
+    def read(fd: int, n: int) -> bytes:
+        if reads:  # the second piece of the large frame: die between pieces
+            os.kill(os.getpid(), signal.SIGKILL)
+        reads.append(n)
+        return real(fd, n)
+
+    os.read = read
+    q.get()
+
+
+def test_a_consumer_killed_half_way_through_a_large_item_loses_only_that_item(
+    opened: Callable[..., MPQueue[Any]],
+) -> None:
+    q = opened()
+    q.put(bytes(3 * BIG))  # more than the pipe holds: read in pieces
+    q.put("after")
+    with running("fork", _read_a_piece_and_die, q) as child:
+        pass
+    assert child.exitcode == -signal.SIGKILL
+    assert q.get(timeout=LONG) == "after"
+    assert q.info()["reads_skipped"] == 1
+
+
+def test_bytes_a_foreign_program_wrote_into_the_pipe_are_raised_and_the_queue_goes_on(
+    opened: Callable[..., MPQueue[Any]],
+) -> None:
+    q = opened()
+    q.put_many(["a", "b"])
+    os.write(q._stream.wfd, b"not a frame of this queue")
+    q.put_many(["c", "d"])
+    assert q.get_many(2, timeout=LONG) == ["a", "b"]
+    with pytest.raises(CorruptMessage, match="not written by this queue") as caught:
+        q.get_many(2, timeout=LONG)
+    assert caught.value.data == b"not a frame of this queue"
+    assert q.qsize() == 0, "c and d were claimed by the get_many that raised; it holds them"
+    assert q.get_many(5, timeout=LONG) == ["c", "d"]
+    q.put("e")
+    assert q.get(timeout=LONG) == "e"
+    assert q.info()["foreign_writes"] == 1
+
+
+def test_bytes_taken_from_the_pipe_behind_the_queue_s_back_break_it_for_good(
+    opened: Callable[..., MPQueue[Any]],
+) -> None:
+    q = opened()
+    q.put_many(["a", "b"])
+    os.read(q._stream.rfd, 3)
+    for call in (lambda: q.get(timeout=LONG), lambda: q.get(timeout=LONG), lambda: q.put("c")):
+        with pytest.raises(CorruptMessage, match=r"broken.*open a new one"):
+            call()
 
 
 # --- URL, construction, repr ----------------------------------------------------------------
@@ -421,6 +572,14 @@ def test_repr_info_and_close(opened: Callable[..., MPQueue[Any]]) -> None:
         "serializer": "pickle",
         "context": "any",
         "start_methods": START_METHODS,
+        "pipe_capacity": q._stream.capacity,
+        "bytes_waiting": 8 + len(pickle.dumps(2)),
+        "frames_waiting": 1,
+        "stream_repairs": 0,
+        "frames_voided": 0,
+        "reads_skipped": 0,
+        "foreign_writes": 0,
+        "broken": False,
     }
     q.close()
     q.close()
@@ -455,7 +614,7 @@ def test_a_batch_whose_first_message_will_not_load_raises_and_holds_the_rest(
 ) -> None:
     q = opened()
     raw = opened("mp://?serializer=raw")
-    raw._shared, raw._q = q._shared, q._q  # a handle of the same queue that writes bytes
+    raw._shared, raw._stream = q._shared, q._stream  # a handle of the same queue that writes bytes
     raw.put_many([b"not a pickle", pickle.dumps(1)])
     with pytest.raises(SerializationError, match="cannot unpickle"):
         q.get_many(2, timeout=LONG)

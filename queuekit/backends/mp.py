@@ -1,25 +1,25 @@
-"""``mp://``: a :class:`multiprocessing.Queue` shared by processes, with the whole contract.
+"""``mp://``: the stdlib ``multiprocessing.Queue``'s behaviour, on a pipe that survives kills,
+with the whole contract.
 
-The items travel, as bytes, through one stdlib ``multiprocessing.Queue``: a pipe, written by a
-feeder thread in each producing process. That transport's behaviour is kept as it is: a process
-that put items exits (or closes its handle) only once its feeder has written them into the
-pipe, so joining a producer whose feeder waits on a full pipe nobody reads hangs, as it does
-with the stdlib. What the stdlib lacks is added beside the pipe, under one shared lock: an exact
-count (so ``qsize`` is exact everywhere), unfinished tasks, the shutdown flag, and wake-ups that
-cross processes.
+The items travel, as bytes, through one kernel pipe of the default size (see
+:mod:`._mp_stream`). A put writes them at once when the pipe has room, and otherwise leaves them
+to this process's feeder thread, as the stdlib does; and as with the stdlib, a process that put
+items exits (or closes its handle) only once its feeder has written them, so joining a producer
+whose feeder waits on a full pipe nobody reads hangs. What the stdlib lacks is kept beside the
+pipe, under one shared lock: an exact count (so ``qsize`` is exact everywhere), unfinished
+tasks, the shutdown flag, and wake-ups that cross processes.
 
 Parameters: ``maxsize``, ``serializer``, and ``context``, the start method of the processes
 that will share the queue. Left empty, the queue is made so its handle travels to children of
 every start method; ``context=fork`` makes fork-only locks, which need no resource tracker.
 
-Losses, as with the stdlib, are bounded by what a killed process held. An item is counted
-before its bytes are sent, so a getter that claims it waits for it (at least
-``IN_FLIGHT_GRACE`` seconds, even for ``block=False``); if its producer was killed before its
-feeder wrote it, the getter raises ``Empty`` (``ShutDown`` once shut down) and the item is lost.
-A process killed while writing into, or reading from, the pipe leaves it unusable, as the
-stdlib documentation warns: later gets with a timeout raise ``Empty`` after the grace, and one
-without waits for good. The counts beside the pipe survive any kill (a robust lock, see
-:mod:`queuekit._procstate`). A process killed while *waiting* (in get, put or join) is harmless.
+Losses are bounded by what a killed process held: a producer, what it had put and not yet
+written; a consumer, what it had claimed. An item is announced to the stream and counted before
+its bytes are sent, so a getter that claims it waits for it, even with ``block=False``, past its
+deadline by at most ``IN_FLIGHT_GRACE`` and only while the bytes can still come (a living
+process has items announced and not written, or a frame is half written); otherwise it raises
+``Empty`` (``ShutDown`` once shut down) and the item is lost. The stream and the counts beside it
+survive any kill; a process killed while *waiting* (in get, put or join) is harmless.
 
 A message the serializer cannot load is counted as a task done and its error raised. A
 ``get_many`` that meets one returns the items before it and keeps it and the rest in the
@@ -31,11 +31,11 @@ A process killed holding them loses them.
 
 from __future__ import annotations
 
-import queue as _stdlib_queue
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .._base import (
     check_max_items,
@@ -44,7 +44,7 @@ from .._base import (
     load_batch,
     take_held,
 )
-from .._errors import Empty, InvalidURL, QueueError, ShutDown
+from .._errors import CorruptMessage, Empty, InvalidURL, QueueError, ShutDown
 from .._procstate import (
     IMMEDIATE,
     PROCESS_PARAMS,
@@ -52,21 +52,19 @@ from .._procstate import (
     UNFINISHED,
     ProcessSharedState,
     SharedStateHandle,
-    primitives_context,
 )
 from .._protocol import Capabilities
 from .._serializers import Serializer, get_serializer, loads_many
 from .._urls import Param, QueueURL, bind_params
-
-if TYPE_CHECKING:
-    from multiprocessing.queues import Queue as StdlibQueue
+from ._mp_stream import FramePipe
 
 __all__ = ["IN_FLIGHT_GRACE", "MPQueue"]
 
 T = TypeVar("T")
 
 IN_FLIGHT_GRACE = 2.0
-"""Seconds a getter waits for an item it has claimed but whose bytes are still on their way."""
+"""Seconds past its deadline a getter waits for an item it has claimed whose bytes are still on
+their way (restarted by each piece of a large item that arrives)."""
 
 
 class MPQueue(SharedStateHandle[T]):
@@ -82,7 +80,7 @@ class MPQueue(SharedStateHandle[T]):
     ) -> None:
         self._shared = ProcessSharedState(maxsize, context)
         self._serializer = get_serializer(serializer)
-        self._q: StdlibQueue[bytes] = primitives_context(self._shared.context).Queue()
+        self._stream = FramePipe(self._shared.context)
         self._held: deque[bytes] = deque()
         """Payloads a get_many took and did not return, front first (see load_batch)."""
 
@@ -118,10 +116,15 @@ class MPQueue(SharedStateHandle[T]):
 
     def _put_encoded(self, encoded: list[bytes], block: bool, timeout: float | None) -> None:
         self._check_open()
-        self._shared.reserve(len(encoded), block, timeout)
-        # Counted first, sent after: a getter that claims one of these waits for its bytes.
-        for data in encoded:
-            self._q.put(data)
+        # Announced, counted, then sent: a getter that claims one of these waits for its bytes
+        # while this process lives.
+        self._stream.announce(len(encoded))
+        try:
+            self._shared.reserve(len(encoded), block, timeout)
+        except BaseException:
+            self._stream.announce(-len(encoded))
+            raise
+        self._stream.send(encoded)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         if self._held and (taken := self._take_held(1)):
@@ -189,17 +192,46 @@ class MPQueue(SharedStateHandle[T]):
         return received
 
     def _receive(self, claimed: int, end: float | None) -> list[bytes]:
-        """Up to ``claimed`` messages from the pipe; fewer only if their producers died."""
+        """Up to ``claimed`` messages from the pipe; fewer only if they were lost with a
+        process that died (counted done when the stream knows: a void frame)."""
         received: list[bytes] = []
-        while len(received) < claimed:
-            # Patience restarts with each message: a long batch of large items may take a while.
-            wait = IN_FLIGHT_GRACE if end is None else max(IN_FLIGHT_GRACE, end - time.monotonic())
-            try:
-                received.append(self._q.get(True, wait))
-            except _stdlib_queue.Empty:
-                if end is None and not self._shared.is_shut_down():
-                    continue
-                break
+        lost = 0
+        foreign: CorruptMessage | None = None
+        late_since: float | None = None
+        while len(received) + lost < claimed:
+            now = time.monotonic()
+            # Until the deadline; past it, short looks (see below); without one, a grace at a time.
+            late = end is not None and now >= end
+            until = now + 0.05 if late else end or now + IN_FLIGHT_GRACE
+            payloads, void, bad = self._stream.receive(claimed - len(received) - lost, until)
+            received += payloads
+            lost += void
+            foreign = foreign or bad
+            if payloads or void or bad:
+                late_since = None  # patience restarts with each message
+                continue
+            if end is None:
+                if self._shared.is_shut_down():
+                    break
+                continue
+            # Past the deadline: wait on, up to the grace, only for items that may still come;
+            # the grace restarts with each piece of a large item.
+            now = time.monotonic()
+            late_since = late_since or now
+            if now < max(late_since, self._stream.moved) + IN_FLIGHT_GRACE and (
+                self._stream.in_flight()
+            ):
+                continue
+            if self._stream.abandon():
+                lost += 1
+            break
+        if lost:
+            self._tasks_done(lost)
+        if foreign is not None:
+            # Bytes that were never an item: raise them, and serve the items from the handle.
+            self._held.extend(received)
+            forget_held_in_children(self)
+            raise foreign
         return received
 
     def shutdown(self, immediate: bool = False) -> None:
@@ -207,7 +239,8 @@ class MPQueue(SharedStateHandle[T]):
         discarded = self._shared.shutdown(immediate)
         # The discarded items still fill the pipe, and their producers' feeders (and exits)
         # wait on it: take them out, giving up on those whose producer died.
-        self._receive(discarded, time.monotonic())
+        with contextlib.suppress(CorruptMessage):
+            self._receive(discarded, time.monotonic())
         if immediate:
             self._drop_held()
 
@@ -218,8 +251,8 @@ class MPQueue(SharedStateHandle[T]):
             self._give_back()
         self._closed = True
         # As the stdlib: wait until this process's feeder has written what it put into the pipe.
-        self._q.close()
-        self._q.join_thread()
+        self._stream.flush()
+        self._stream.close_fds()
 
     def _give_back(self) -> None:
         shared, held = self._shared, list(self._held)
@@ -231,6 +264,7 @@ class MPQueue(SharedStateHandle[T]):
             else:
                 discard = False
                 shared.wait_for_room(n, 0, False, None)
+                self._stream.announce(n)
                 shared.added(n)
                 s[UNFINISHED] -= n  # got, and unfinished already
         except Exception as exc:
@@ -245,11 +279,14 @@ class MPQueue(SharedStateHandle[T]):
             self._drop_held()
             return
         # Counted first, sent after, as a put.
-        for data in held:
-            self._q.put(data)
-            self._held.popleft()
+        self._stream.send(held)
+        self._held.clear()
 
     def info(self) -> dict[str, Any]:
         """Facts for ``queuekit info``."""
         self._check_open()
-        return {**self._shared.snapshot(), "serializer": self._serializer.name}
+        return {
+            **self._shared.snapshot(),
+            **self._stream.facts(),
+            "serializer": self._serializer.name,
+        }

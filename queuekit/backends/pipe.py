@@ -71,12 +71,10 @@ import fcntl
 import os
 import select
 import struct
-import termios
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from multiprocessing.reduction import DupFd
 from typing import Any, ClassVar, TypeVar
 
 from .._base import (
@@ -96,6 +94,7 @@ from .._errors import (
     QueueError,
     ShutDown,
 )
+from .._pipeends import PipeEnds, bytes_in_pipe, pid_alive
 from .._procstate import (
     COUNT,
     FIRST_FREE,
@@ -302,22 +301,6 @@ def _split(data: bytes, head: _Head | None, k: int) -> list[bytes]:
     return payloads
 
 
-def _unread(fd: int) -> int:
-    """The bytes in the pipe of ``fd`` (either end), as the kernel counts them."""
-    value: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-    return value
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
@@ -331,7 +314,7 @@ def _poll(fd: int, events: int, timeout_ms: int) -> int:
     return found
 
 
-class _Pipe(ProcessSharedState):
+class _Pipe(PipeEnds, ProcessSharedState):
     """The kernel pipe and the queue's shared state; this process's ends of the pipe."""
 
     PROBE_EVERY = 0.5
@@ -366,30 +349,14 @@ class _Pipe(ProcessSharedState):
     def __getstate__(self) -> dict[str, Any]:
         # Only while a child process is being started (the handle checked): the child gets
         # its own copies of the ends.
-        state = super().__getstate__()
-        state["rfd"] = DupFd(self.rfd) if self.rfd >= 0 else None
-        state["wfd"] = DupFd(self.wfd)
+        state = {**super().__getstate__(), **self.ends_state()}
         del state["sizes_view"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        for end in ("rfd", "wfd"):
-            dup = state[end]
-            state[end] = -1 if dup is None else dup.detach()
-            if state[end] >= 0:
-                os.set_inheritable(state[end], False)
+        self.restore_ends(state)
         super().__setstate__(state)
         self._view()
-
-    def close_fds(self) -> None:
-        for end in ("rfd", "wfd"):
-            fd = getattr(self, end, -1)
-            setattr(self, end, -1)
-            if fd >= 0:
-                os.close(fd)
-
-    def __del__(self) -> None:
-        self.close_fds()
 
     def close_reader(self) -> None:
         if self.rfd >= 0:
@@ -410,7 +377,7 @@ class _Pipe(ProcessSharedState):
             return False
         torn = s[_TORN]
         if torn:
-            if _alive(torn):
+            if pid_alive(torn):
                 return False
             s[_TORN], s[_CORRUPT] = 0, _BROKEN
             raise _corrupt("a putter was killed while it finished a write the kernel took in part")
@@ -682,7 +649,7 @@ class _Pipe(ProcessSharedState):
         s = self.slots
         # Bytes beyond the counted ones, not the number noted: a getter killed while skipping
         # may have skipped some.
-        extra = min(s[_SKIP], _unread(self.rfd) - s[_BYTES])
+        extra = min(s[_SKIP], bytes_in_pipe(self.rfd) - s[_BYTES])
         if extra > 0:
             self._read_exactly(extra)
         s[_SKIP], s[_CORRUPT] = 0, 0
@@ -704,7 +671,7 @@ class _Pipe(ProcessSharedState):
     def _replay(self, op: int) -> None:
         s = self.slots
         skipping = s[_SKIP] if s[_CORRUPT] == _SKIPPING else 0
-        there = _unread(self.wfd) - skipping
+        there = bytes_in_pipe(self.wfd) - skipping
         before, seq = s[_OP_BYTES], s[_OP_SEQ]
         if op > 0:  # a put: did its write happen?
             n, nbytes = divmod(op, _PER_OP)

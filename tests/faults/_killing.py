@@ -28,6 +28,8 @@ MARGIN = 1.0
 """Seconds a call may overrun its timeout on a loaded two-core machine before it counts."""
 MAX_GET = 3
 """The most items one get_many takes: what a killed consumer can have in hand."""
+MAX_PUT = 3
+"""The most items one put_many gives: what a killed producer can have on its way."""
 FINISH = 60.0
 
 
@@ -51,9 +53,8 @@ def _producer(q: Any, producer: int, count: int, confirmed: Any, conn: Connectio
     seq = 0
     try:
         while seq < count:
-            batch = [
-                make_item(producer, s) for s in range(seq, min(count, seq + rng.randint(1, 3)))
-            ]
+            upto = min(count, seq + rng.randint(1, MAX_PUT))
+            batch = [make_item(producer, s) for s in range(seq, upto)]
             try:
                 if len(batch) == 1:
                     _timed(q.put, batch[0])
@@ -103,6 +104,7 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
     promised: set[tuple[int, int]] = field(default_factory=set)
     left_in_queue: int = 0
+    killed_producers: set[int] = field(default_factory=set)
 
     @property
     def missing(self) -> set[tuple[int, int]]:
@@ -111,6 +113,18 @@ class Outcome:
     @property
     def duplicates(self) -> int:
         return len(self.got) - len(set(self.got))
+
+    def unsent(self) -> dict[int, int]:
+        """For each killed producer, how many of its last items were never got, after the
+        last one that was: what it may have put and not yet written when it died."""
+        last_got: dict[int, int] = {}
+        for producer, seq in self.got:
+            last_got[producer] = max(seq, last_got.get(producer, -1))
+        tails = dict.fromkeys(self.killed_producers, 0)
+        for producer, seq in self.missing:
+            if producer in tails and seq > last_got.get(producer, -1):
+                tails[producer] += 1
+        return tails
 
 
 def kill_loop(q: Any, kills: int, *, per_producer: int = 5000, seed: int = 20261129) -> Outcome:
@@ -121,6 +135,7 @@ def kill_loop(q: Any, kills: int, *, per_producer: int = 5000, seed: int = 20261
     producers_total = kills + 3
     confirmed = FORK.Array("q", producers_total, lock=False)
     workers: list[tuple[str, Any, Connection]] = []
+    producer_of: dict[int, int] = {}
 
     def start(kind: str, index: int) -> None:
         ours, theirs = FORK.Pipe(duplex=False)
@@ -134,6 +149,8 @@ def kill_loop(q: Any, kills: int, *, per_producer: int = 5000, seed: int = 20261
         p.start()
         theirs.close()
         workers.append((kind, p, ours))
+        if kind == "producer":
+            producer_of[p.pid] = index
 
     def collect() -> None:
         for _, _, conn in workers:
@@ -165,8 +182,11 @@ def kill_loop(q: Any, kills: int, *, per_producer: int = 5000, seed: int = 20261
             turn += 1
             candidates = live(kind)
             if candidates:
-                os.kill(rng.choice(candidates).pid, signal.SIGKILL)
+                victim = rng.choice(candidates).pid
+                os.kill(victim, signal.SIGKILL)
                 out.kills[kind] += 1
+                if kind == "producer":
+                    out.killed_producers.add(producer_of[victim])
             # A replacement for the one killed, or a new one where all had finished.
             if kind == "consumer":
                 start("consumer", len(workers))
