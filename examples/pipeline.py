@@ -113,7 +113,7 @@ def main() -> int:
         + (f"; failed: {', '.join(crashed)}" if crashed else "")
     )
     print(
-        "note: on multiprocessing's transport (mp://) a process that put items cannot exit "
+        "note: on mp://, as on multiprocessing's queues, a process that put items cannot exit "
         "until its feeder thread has written them into the 64 KiB pipe, so joining producers "
         "before their queue is drained hangs: try --join-first. This run drains while they "
         "run. shm:// and pipe:// have no feeder thread: a put returns once its item is in the "
