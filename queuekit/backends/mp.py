@@ -116,14 +116,16 @@ class MPQueue(SharedStateHandle[T]):
 
     def _put_encoded(self, encoded: list[bytes], block: bool, timeout: float | None) -> None:
         self._check_open()
-        # Announced, counted, then sent: a getter that claims one of these waits for its bytes
-        # while this process lives.
-        self._stream.announce(len(encoded))
+        shared, n = self._shared, len(encoded)
+        shared.acquire()
         try:
-            self._shared.reserve(len(encoded), block, timeout)
-        except BaseException:
-            self._stream.announce(-len(encoded))
-            raise
+            shared.wait_for_room(n, 0, block, timeout)
+            # Announced as they are counted, then sent: a getter that claims one of these
+            # waits for its bytes while this process lives (and not while it waits for room).
+            self._stream.announce(n)
+            shared.added(n)
+        finally:
+            shared.release()
         self._stream.send(encoded)
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
