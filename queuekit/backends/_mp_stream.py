@@ -501,10 +501,10 @@ class FramePipe(PipeEnds):
             return self._split(data, first, k)
         if first == last or not there:
             return None
+        # A frame not yet whole (being written, or larger than the pipe): read it in pieces,
+        # owning the reading end, so that its writer finds room and this reader can sleep
+        # until more comes.
         n = _HEAD_BYTES + _length(ring[first % RING])
-        if n <= self.capacity // 2:
-            return None  # it will be whole in the pipe soon: wait for it
-        # A frame the pipe may never hold whole: read it in pieces, owning the reading end.
         s[_READ_END], s[_READER], s[_FRAMES_R] = s[_R_OFF] + n, self._pid, first + 1
         self._part = bytearray()
         self._part_index = first
