@@ -14,8 +14,9 @@ half-way through a message. Here:
   call, and the rest of a dead reader's frames can be skipped.
 * Puts are written into the pipe at once when it has room and no earlier put of the process is
   waiting; the rest wait in the process's buffer for its feeder thread, as with the stdlib.
-  A run of frames the pipe cannot take at once is written in pieces, and a frame too large for
-  the pipe is read in pieces; between pieces the writer (or reader) owns its end of the stream.
+  A run of frames the pipe cannot take at once is written in pieces, and a frame not yet whole
+  in the pipe is read in pieces; between pieces the writer (or reader) owns its end of the
+  stream.
   A process found dead owning an end: the frame it was writing is completed with zeros and
   marked void (readers drop it, counted), frames it had not begun are forgotten, and what is
   left of the frames it was reading is read and dropped.
