@@ -82,8 +82,11 @@ MIN_CAPACITY = 64
 MAX_CAPACITY = 1 << 40
 SLICE = 0.5
 """The longest a waiter sleeps before it looks at the queue again by itself."""
-LOCK_SPINS = 50
-"""How many more times a caller tries a busy lock before it sleeps in the kernel for it."""
+LOCK_SPINS = 5
+"""How many more times a caller tries a busy lock before it sleeps in the kernel for it. Few:
+with more processes than processors the holder is often not running, and spinning only takes
+the processor from it (4 producers x 4 consumers on 2 cores: 1.70x multiprocessing.Queue at 50
+spins, 1.85x to 1.95x at 0 to 5; one producer and one consumer: the same)."""
 SPINS = 100
 """How many times a get that finds the queue empty looks for an item before it sleeps."""
 _ORDERED = platform.machine().lower() in ("x86_64", "amd64")
