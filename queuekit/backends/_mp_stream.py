@@ -68,11 +68,11 @@ _PENDING = 128
 (
     _W_OFF, _R_OFF, _FRAMES_W, _FRAMES_R,
     _WRITER, _RUN_START, _RUN_FIRST, _RUN_END,
-    _READER, _READ_END,
+    _READER, _READ_END, _READ_FRAMES,
     _OP, _BROKEN, _REPAIRS, _VOIDED, _SKIPS, _FOREIGN, _UNTRACKED,
-) = range(17)  # fmt: skip
-_SLOTS = 17
-_WRITE, _READ = 1, 2  # values of _OP: the system call under way
+) = range(18)  # fmt: skip
+_SLOTS = 18
+_WRITE, _READ, _FOREIGN_READ = 1, 2, 3  # values of _OP: the system call under way
 _FILLER = -1  # _WRITER: the zeros that complete a dead writer's frame are being written
 _SKIPPER = -1  # _READER: the rest of a dead reader's frames are being read and dropped
 
@@ -212,13 +212,15 @@ class FramePipe(PipeEnds):
         """The lock came from a process that died holding it: finish the count of its system
         call from what the kernel holds, then free the ends of the stream it owned."""
         s = self.slots
-        if s[_OP]:
+        if s[_OP] == _FOREIGN_READ:  # a second fault inside the first: give up on the stream
+            s[_BROKEN] = 1
+        elif s[_OP]:
             there = bytes_in_pipe(self.wfd)
             if s[_OP] == _WRITE:
                 s[_W_OFF] = s[_R_OFF] + there
             else:
                 s[_R_OFF] = s[_W_OFF] - there
-            s[_OP] = 0
+        s[_OP] = 0
         s[_REPAIRS] += 1
         self._reap()
 
@@ -267,6 +269,7 @@ class FramePipe(PipeEnds):
             if not self._read(min(left, _RUN_BYTES)):
                 return
         if s[_R_OFF] >= s[_READ_END]:
+            s[_FRAMES_R] = max(s[_FRAMES_R], s[_READ_FRAMES])
             s[_READER] = 0
 
     def _tidy(self) -> None:
@@ -493,7 +496,7 @@ class FramePipe(PipeEnds):
                 break
             size, k = size + n, k + 1
         if k:
-            s[_READ_END], s[_READER], s[_FRAMES_R] = s[_R_OFF] + size, self._pid, first + k
+            self._claim(size, first + k)
             data = self._read(size)
             s[_READER] = 0
             if len(data) != size:
@@ -506,10 +509,19 @@ class FramePipe(PipeEnds):
         # owning the reading end, so that its writer finds room and this reader can sleep
         # until more comes.
         n = _HEAD_BYTES + _length(ring[first % RING])
-        s[_READ_END], s[_READER], s[_FRAMES_R] = s[_R_OFF] + n, self._pid, first + 1
+        self._claim(n, first + 1)
         self._part = bytearray()
         self._part_index = first
         return self._read_on()
+
+    def _claim(self, size: int, frames_end: int) -> None:
+        """Own the reading end for the next ``size`` bytes, the frames up to ``frames_end``.
+        Where they end is noted before the owner, the owner before the frames are counted out:
+        a death between any two steps leaves nothing claimed, or a claim the reaper skips."""
+        s = self.slots
+        s[_READ_END], s[_READ_FRAMES] = s[_R_OFF] + size, frames_end
+        s[_READER] = self._pid
+        s[_FRAMES_R] = frames_end
 
     def _read_on(self) -> tuple[list[bytes], int, CorruptMessage | None] | None:
         s = self.slots
@@ -552,8 +564,12 @@ class FramePipe(PipeEnds):
         if extra <= 0:
             s[_BROKEN] = 1
             raise self._broken()
-        more = self._read(extra)
-        s[_R_OFF] -= len(more)
+        s[_OP] = _FOREIGN_READ  # not the queue's bytes: the read offset stays
+        try:
+            more = os.read(self.rfd, extra)
+        except BlockingIOError:
+            more = b""
+        s[_OP] = 0
         whole = data + more
         foreign, rest = whole[:extra], whole[extra:]
         length, check = _HEAD.unpack_from(rest) if len(rest) >= _HEAD_BYTES else (0, -1)
