@@ -30,6 +30,7 @@ from queuekit import (
     SerializationError,
     ShutDown,
 )
+from queuekit.backends import _mp_stream
 from queuekit.backends.mp import IN_FLIGHT_GRACE, MPQueue
 
 START_METHODS = [
@@ -462,6 +463,35 @@ def test_a_process_killed_inside_a_system_call_on_the_pipe_leaves_it_usable(
     facts = q.info()
     assert facts["stream_repairs"] == 1, facts
     assert (facts["bytes_waiting"], facts["frames_waiting"], facts["qsize"]) == (0, 0, 0), facts
+
+
+def _claim_half_and_die(q: MPQueue[Any]) -> None:
+    stream = q._stream
+
+    def claim(size: int, frames_end: int) -> None:
+        # The first steps of a claim, then a death before the frames are counted out.
+        s = stream.slots
+        s[_mp_stream._READ_END] = s[_mp_stream._R_OFF] + size
+        s[_mp_stream._READ_FRAMES] = frames_end
+        s[_mp_stream._READER] = os.getpid()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    stream._claim = claim  # type: ignore[method-assign]
+    q.get()
+
+
+def test_a_consumer_killed_half_way_through_claiming_frames_leaves_the_stream_aligned(
+    opened: Callable[..., MPQueue[Any]],
+) -> None:
+    q = opened()
+    q.put("claimed by the dead")
+    with running("fork", _claim_half_and_die, q) as child:
+        pass
+    assert child.exitcode == -signal.SIGKILL
+    q.put_many(["next", "and the next"])
+    assert q.get_many(2, timeout=LONG) == ["next", "and the next"]
+    facts = q.info()
+    assert (facts["reads_skipped"], facts["broken"], facts["frames_waiting"]) == (1, False, 0)
 
 
 def _read_a_piece_and_die(q: MPQueue[Any]) -> None:
