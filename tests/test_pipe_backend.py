@@ -630,34 +630,52 @@ def _fake_frame(payload: bytes, *, length: int | None = None, check: int | None 
 
 
 @pytest.mark.parametrize(
-    ("damage", "said"),
+    "foreign",
     [
-        ("garbage", "frame header reads"),
-        ("huge-length", "claims 1073741824 bytes"),
-        ("bad-check", "frame header reads"),
-        ("stolen-bytes", "were counted in the pipe"),
-        ("garbage-between", "frame header reads"),
+        b"this is not a frame at all",
+        _fake_frame(b"", length=1 << 30),  # a header that claims a gigabyte
+        _fake_frame(b"hello", check=0),  # a header whose check word is wrong
+        b"x" * HEAD,  # exactly a header's size
     ],
 )
-def test_a_corrupt_stream_is_an_error_not_garbage_or_a_hang(
-    damage: str, said: str, opened: Callable[..., PipeQueue[Any]]
+@pytest.mark.parametrize("where", ["first", "between", "inside a batch"])
+def test_bytes_a_foreign_program_wrote_are_raised_and_the_queue_goes_on(
+    foreign: bytes, where: str, opened: Callable[..., PipeQueue[Any]]
 ) -> None:
     q = opened("pipe://?serializer=raw")
-    r, w = q._shared.rfd, q._shared.wfd
-    if damage == "garbage":
-        os.write(w, b"this is not a frame at all")
-    elif damage == "huge-length":
-        os.write(w, _fake_frame(b"", length=1 << 30))
-    elif damage == "bad-check":
-        os.write(w, _fake_frame(b"hello", check=0))
+    w = q._shared.wfd
+    if where == "first":
+        os.write(w, foreign)
     q.put(b"hello")
-    if damage == "stolen-bytes":
-        os.read(r, 3)
-    if damage == "garbage-between":
-        os.write(w, b"x" * HEAD)
-        q.put(b"world")
+    if where != "first":
+        os.write(w, foreign)
+    q.put_many([b"world", b"again"])
+    if where == "between":
         assert q.get(timeout=LONG) == b"hello", "a frame before the garbage is intact"
-    with pytest.raises(CorruptMessage, match=said) as info:
+    with pytest.raises(CorruptMessage, match="not written by this queue") as info:
+        within(
+            LONG,
+            lambda: q.get_many(3, timeout=LONG) if where == "inside a batch" else q.get(),
+            "a get that meets foreign bytes",
+        )
+    assert info.value.data == foreign
+    rest = [b"world", b"again"] if where == "between" else [b"hello", b"world", b"again"]
+    got: list[bytes] = []
+    while len(got) < len(rest):  # what the get held first, then the pipe
+        got += q.get_many(5, timeout=LONG)
+    assert got == rest
+    q.put(b"after")
+    assert q.get(timeout=LONG) == b"after"
+    assert q.info()["bytes_waiting"] == 0
+
+
+def test_bytes_taken_from_the_pipe_behind_its_back_break_it_for_good(
+    opened: Callable[..., PipeQueue[Any]],
+) -> None:
+    q = opened("pipe://?serializer=raw")
+    q.put(b"hello")
+    os.read(q._shared.rfd, 3)
+    with pytest.raises(CorruptMessage, match="were counted in the pipe") as info:
         within(LONG, lambda: q.get(timeout=LONG), "get() from a corrupt pipe")
     assert "open a new one" in str(info.value)
     # From then on every get and put says so, at once; shutdown still works.

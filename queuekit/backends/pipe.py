@@ -12,12 +12,15 @@ so neither call ever waits inside a system call. The shared state notes the size
 frame in the pipe, so a get knows how many bytes its claim takes before it reads them, and
 splits them after letting go of the lock. The queue is one global FIFO. A frame is a 12-byte
 header (magic, version, flags, the payload's length, and a check word derived from the length)
-and the payload; a reader that finds a bad header, a length beyond the bytes counted in the pipe,
-or bytes missing raises :class:`~queuekit.CorruptMessage` (from then on, for every call on
-the queue) instead of returning garbage or waiting for bytes that will not come. The payload
-itself carries no checksum: frames are written whole under the lock, so only a foreign writer
-can damage the stream, and it shows in the next header (a CRC-32 per payload cost a third of
-the time of a small item in a batch).
+and the payload. Bytes another program wrote into the pipe between frames show in the next
+header a get reads, or, for a batch, as more bytes in the pipe than counted: the get takes them
+out whole, under the lock (the count says how many), raises :class:`~queuekit.CorruptMessage`
+with them, and keeps the items it claimed for the handle's next gets. A header that is still
+wrong after that, a length beyond the bytes counted, or bytes missing raise ``CorruptMessage``
+from then on, for every call on the queue, instead of returning garbage or waiting for bytes
+that will not come. The payload itself carries no checksum: frames are written whole under
+the lock, so only a foreign writer can damage the stream, and it shows in the headers (a CRC-32
+per payload cost a third of the time of a small item in a batch).
 
 Capacity. ``capacity=`` is the kernel's pipe size (``F_SETPIPE_SZ``, rounded up by the kernel
 to a power-of-two number of pages; ``info()`` shows the real size). The kernel stores a pipe
@@ -160,6 +163,20 @@ _BROKEN, _SKIPPING = 1, 2
 
 HOLD_STALE = 3.0
 """Seconds after which a hold whose owner stopped checking (a killed putter) is void."""
+
+
+class _Foreign(CorruptMessage):
+    """Bytes another program wrote into the pipe, taken out of it; ``payloads`` are the items
+    the get had claimed, which its handle keeps for its next gets."""
+
+    def __init__(self, data: bytes, payloads: list[bytes]) -> None:
+        super().__init__(
+            f"pipe://: {len(data)} bytes in the pipe were not written by this queue (another "
+            "program wrote into it); they are in this error's .data, and the queue goes on "
+            "with the next item",
+            data=data,
+        )
+        self.payloads = payloads
 
 
 class PipeFull(Full):
@@ -618,21 +635,57 @@ class _Pipe(PipeEnds, ProcessSharedState):
                 raise
             finally:
                 s[_OP] = 0
+            foreign = None
+            # A foreign writer shows in the first header read, or, for a batch, as bytes in the
+            # pipe beyond those counted (one ioctl a batch): take them out while still alone.
+            if (claimed == 1 and data[:_HEAD] != _HEADERS[nbytes - _HEAD]) or (
+                claimed > 1 and bytes_in_pipe(self.rfd) > s[_BYTES]
+            ):
+                data, foreign = self._take_out_foreign(data, seq, claimed)
             self.made_room()
         finally:
             self.release()
         # Split without holding up other processes.
         try:
             if claimed > 1:
-                return _split(data, None, claimed)
-            if data[:_HEAD] != _HEADERS[nbytes - _HEAD]:
+                payloads = _split(data, None, claimed)
+            elif data[:_HEAD] != _HEADERS[nbytes - _HEAD]:
                 length = _check(_HEADER.unpack_from(data), nbytes - _HEAD)  # raises, or:
                 raise _corrupt(f"a frame of {length} bytes was counted as {nbytes - _HEAD}")
-            return [data[_HEAD:]]
+            else:
+                payloads = [data[_HEAD:]]
         except CorruptMessage:
             with self.lock:
                 s[_CORRUPT] = _BROKEN
             raise
+        if foreign is not None:
+            raise _Foreign(foreign, payloads)
+        return payloads
+
+    def _take_out_foreign(self, data: bytes, seq: int, k: int) -> tuple[bytes, bytes | None]:
+        """The ``k`` frames from ``seq`` that ``data`` should hold, with the bytes of a foreign
+        writer that came before one of them taken out (read as many more as the pipe holds
+        beyond the counted ones), and those bytes; None if ``data`` holds none. What cannot be
+        explained so breaks the stream."""
+        s, ring, sizes = self.slots, self.ring, self.sizes_view
+        at = 0
+        for i in range(seq, seq + k):
+            size = sizes[i % ring]
+            if data[at : at + _HEAD] != _HEADERS[size]:
+                break
+            at += _HEAD + size
+        else:
+            return data, None  # they are further on: a later get finds them
+        extra = bytes_in_pipe(self.rfd) - s[_BYTES]
+        try:
+            more = os.read(self.rfd, extra) if extra > 0 else b""
+        except BlockingIOError:
+            more = b""
+        whole = data[at:] + more
+        if not more or len(more) != extra or whole[extra : extra + _HEAD] != _HEADERS[size]:
+            s[_CORRUPT] = _BROKEN
+            raise _corrupt(f"a frame header reads {data[at : at + _HEAD].hex()}")
+        return data[:at] + whole[extra:], whole[:extra]
 
     def _read_exactly(self, n: int) -> bytes:
         # Every counted frame is whole in the kernel: one read gets it all, or bytes are gone.
@@ -802,7 +855,7 @@ class PipeQueue(SharedStateHandle[T]):
         if self._held and (taken := self._take_held(1)):
             data = taken[0]
         else:
-            data = self._shared.receive(1, block, timeout)[0]
+            data = self._receive(1, block, timeout)[0]
         try:
             item: T = self._serializer.loads(data)
         except Exception:
@@ -814,7 +867,7 @@ class PipeQueue(SharedStateHandle[T]):
         self._check_open()
         check_max_items(max_items)
         if not (self._held and (payloads := self._take_held(max_items))):
-            payloads = self._shared.receive(max_items, block, timeout)
+            payloads = self._receive(max_items, block, timeout)
         try:
             return loads_many(self._serializer, payloads)
         except Exception:
@@ -830,6 +883,17 @@ class PipeQueue(SharedStateHandle[T]):
         finally:
             if self._held:
                 forget_held_in_children(self)
+
+    def _receive(self, max_items: int, block: bool, timeout: float | None) -> list[bytes]:
+        try:
+            return self._shared.receive(max_items, block, timeout)
+        except _Foreign as exc:
+            # Items claimed behind bytes that were never an item: served by the next gets.
+            self._held.extend(exc.payloads)
+            exc.payloads = []
+            if self._held:
+                forget_held_in_children(self)
+            raise
 
     def _loads_many(self, payloads: Sequence[bytes]) -> list[T]:
         return loads_many(self._serializer, payloads)
