@@ -152,11 +152,12 @@ return n
 # ARGV: max items, sentinel, bounded (0/1), ttl ms, messages the caller took just before.
 # Returns the messages taken, front first; or 1 (empty), or 2 (shut down and drained). The
 # sentinel, when there, is at the back, behind every message: a pop that takes it puts it back.
+# Bytes equal to it in a queue not shut down were pushed by some other program: a message.
 GET = (
     _WAKE
     + """
 local got = redis.call('RPOP', KEYS[1], ARGV[1])
-if got and got[#got] == ARGV[2] then
+if got and got[#got] == ARGV[2] and redis.call('HGET', KEYS[3], 'shutdown') then
   redis.call('LPUSH', KEYS[1], ARGV[2])
   got[#got] = nil
 end
@@ -186,7 +187,10 @@ GET_MANY = (
     + """
 local len = redis.call('LLEN', KEYS[1])
 local n = len
-if len > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[2] then n = n - 1 end
+if len > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[2]
+    and redis.call('HGET', KEYS[3], 'shutdown') then
+  n = n - 1
+end
 n = math.min(n, tonumber(ARGV[1]))
 if n <= 0 then
   if redis.call('HGET', KEYS[3], 'shutdown') then return -2 end
@@ -203,8 +207,10 @@ return n
 )
 
 # A getter that took the sentinel with BLMOVE puts it back at the back of the queue, where it
-# wakes the next blocked getter. KEYS: queue, proc. ARGV: sentinel.
+# wakes the next blocked getter; 0 if the queue is not shut down (a message some other program
+# pushed, which the getter keeps). KEYS: queue, proc, meta. ARGV: sentinel.
 RETURN_SENTINEL = """
+if not redis.call('HGET', KEYS[3], 'shutdown') then return 0 end
 redis.call('LREM', KEYS[2], 1, ARGV[1])
 redis.call('LPUSH', KEYS[1], ARGV[1])
 return 1
@@ -262,9 +268,9 @@ return u
 # KEYS: queue, meta. ARGV: sentinel. Returns {qsize, unfinished, shutdown}.
 SIZES = """
 local n = redis.call('LLEN', KEYS[1])
-if n > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then n = n - 1 end
-local u = tonumber(redis.call('HGET', KEYS[2], 'unfinished') or '0')
 local s = tonumber(redis.call('HGET', KEYS[2], 'shutdown') or '0')
+if n > 0 and s > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then n = n - 1 end
+local u = tonumber(redis.call('HGET', KEYS[2], 'unfinished') or '0')
 return {n, u, s}
 """
 
@@ -389,7 +395,10 @@ else
   end
 end
 local held = redis.call('LLEN', KEYS[1])
-if held > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[2] then held = held - 1 end
+if held > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[2]
+    and redis.call('HGET', KEYS[2], 'shutdown') then
+  held = held - 1
+end
 for i = 10, #KEYS, 2 do
   local h = redis.call('HMGET', KEYS[i + 1], 'n', 'refs')
   held = held + redis.call('LLEN', KEYS[i]) + tonumber(h[1] or '0') - tonumber(h[2] or '0')

@@ -691,9 +691,11 @@ class RedisQueue(QueueBase[T]):
                 self._recover(end=end)
                 continue
             if moved == lua.SENTINEL:
-                back = partial(self._script, "RETURN_SENTINEL", [k.queue, proc], [moved], end)
-                self._run(back, end=end)
-                raise ShutDown
+                back = partial(
+                    self._script, "RETURN_SENTINEL", [k.queue, proc, k.meta], [moved], end
+                )
+                if self._run(back, end=end):
+                    raise ShutDown
             batch = self._hold(proc, [moved])
             if max_items > 1:
                 args[0], args[4] = max_items - 1, 1  # and wake a putter for `moved` too
