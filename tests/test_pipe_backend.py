@@ -1030,74 +1030,6 @@ def test_a_batch_whose_first_message_will_not_load_raises_and_holds_the_rest(
     q.join(timeout=0)
 
 
-def _take_then_close(q: PipeQueue[Any], go: Any, conn: Connection) -> None:
-    conn.send(q.get_many(10, timeout=LONG))
-    go.wait(LONG)
-    q.close()  # gives back what it holds
-    conn.send("closed")
-
-
-def test_close_gives_back_what_the_handle_holds_at_the_back_of_the_queue(
-    opened: Callable[..., PipeQueue[Any]],
-) -> None:
-    q = opened("pipe://", serializer=Refusing())
-    q.put_many([0, "bad", 2, 3])
-    go = FORK.Event()
-    parent_end, child_end = FORK.Pipe()
-    child = FORK.Process(target=_take_then_close, args=(q, go, child_end))
-    child.start()
-    assert parent_end.recv() == [0]
-    q.put(9)
-    go.set()
-    assert parent_end.recv() == "closed"
-    child.join(LONG)
-    assert child.exitcode == 0
-    assert q.qsize() == 4
-    assert q.get(timeout=LONG) == 9
-    with pytest.raises(Refused):
-        q.get(timeout=LONG)
-    assert q.get_many(5, timeout=LONG) == [2, 3]
-    for _ in range(4):
-        q.task_done()
-    q.join(timeout=0)
-
-
-@pytest.mark.parametrize("why", ["full", "shut down"])
-def test_close_that_cannot_give_back_says_so_and_leaves_the_handle_open(
-    why: str, opened: Callable[..., PipeQueue[Any]]
-) -> None:
-    q = opened("pipe://?maxsize=3", serializer=Refusing())
-    q.put_many([0, "bad", 2])
-    assert q.get_many(3, timeout=LONG) == [0]
-    if why == "full":
-        q.put_many([7, 8, 9])
-    else:
-        q.shutdown()
-    with pytest.raises(queuekit.QueueError, match=r"holds 2 items.*get them first"):
-        q.close()
-    with pytest.raises(Refused):
-        q.get(timeout=LONG)
-    assert q.get(timeout=LONG) == 2
-    q.close()
-    with pytest.raises(QueueClosed):
-        q.get(timeout=LONG)
-
-
-def test_an_immediate_shutdown_drops_what_the_handle_holds_as_done(
-    opened: Callable[..., PipeQueue[Any]],
-) -> None:
-    q = opened("pipe://", serializer=Refusing())
-    q.put_many([0, "bad", 2, 3])
-    assert q.get_many(4, timeout=LONG) == [0]
-    q.shutdown(immediate=True)
-    with pytest.raises(queuekit.ShutDown):
-        q.get(timeout=LONG)
-    q.task_done()  # for 0
-    q.join(timeout=0)
-    with pytest.raises(ValueError, match="more times"):
-        q.task_done()
-
-
 def _hold_then_die_giving_back(q: PipeQueue[Any]) -> None:
     q.get_many(3, timeout=LONG)
     type(q._shared).added = lambda self, n: _die()  # type: ignore[method-assign]
@@ -1120,27 +1052,3 @@ def test_a_process_killed_giving_back_what_it_held_leaves_the_counts_right(
     assert q.get(timeout=LONG) == 2
     q.task_done()
     assert q.info()["unfinished"] == 1  # 0, which the killed process had got
-
-
-def _try_to_get(q: PipeQueue[Any], conn: Connection) -> None:
-    try:
-        conn.send(q.get_many(5, block=False))
-    except queue.Empty:
-        conn.send("empty")
-
-
-def test_a_forked_child_s_copy_of_a_handle_holds_nothing(
-    opened: Callable[..., PipeQueue[Any]],
-) -> None:
-    q = opened("pipe://", serializer=Refusing())
-    q.put_many([0, "bad", 2])
-    assert q.get_many(3, timeout=LONG) == [0]
-    parent_end, child_end = FORK.Pipe()
-    child = FORK.Process(target=_try_to_get, args=(q, child_end))
-    child.start()
-    assert parent_end.recv() == "empty"  # the parent's held payloads are the parent's
-    child.join(LONG)
-    assert child.exitcode == 0
-    with pytest.raises(Refused):
-        q.get(timeout=LONG)
-    assert q.get(timeout=LONG) == 2
