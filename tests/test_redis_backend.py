@@ -201,6 +201,21 @@ def test_rediss_checks_the_certificate(
         assert q.get(timeout=LONG) == "unchecked"
 
 
+def test_rediss_connects_at_the_first_try(
+    tls_server: tuple[RedisServer, dict[str, str]], key: str
+) -> None:
+    # A TLS 1.3 server's session tickets come after the handshake; a new connection must not
+    # be refused as holding unread data for them. retry_window=0: no second try to hide it.
+    server, certs = tls_server
+    url = f"rediss://localhost:{server.port}/0?key={key}&retry_window=0"
+    url += f"&ssl_ca_certs={certs['ca.pem']}"
+    for n in range(20):
+        with queuekit.open(url) as q:
+            q.put(n)
+            assert q.get(timeout=LONG) == n
+            q.task_done()
+
+
 # --- Delivery, redelivery, batches -------------------------------------------------------
 
 

@@ -6,13 +6,14 @@ import inspect
 from typing import Any
 
 import redis
+from redis._parsers import _RESP2Parser
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .._errors import InvalidURL
 from .._urls import Param, QueueURL, as_bool, as_float, as_int, as_serializer
 
-__all__ = ["CONNECTION_PARAMS", "OWN_PARAMS", "TLS_PARAMS", "connection"]
+__all__ = ["CONNECTION_PARAMS", "OWN_PARAMS", "TLS_PARAMS", "client", "connection"]
 
 
 def _as_text(value: object) -> str:
@@ -118,6 +119,19 @@ def connection(url: QueueURL, values: dict[str, Any]) -> dict[str, Any]:
     # RESP2 for the same reason: RESP3 costs a HELLO on every connection.
     kw.update(_NO_SETINFO, protocol=2)
     return kw
+
+
+def client(kw: dict[str, Any]) -> redis.Redis:
+    """The redis-py client for keyword arguments from :func:`connection`."""
+    made = redis.Redis(**kw)
+    if kw.get("ssl"):
+        # redis-py checks a new connection for unread data by polling its socket (hiredis's
+        # parser does). A TLS 1.3 server's session tickets arrive after the handshake; as
+        # nothing is read on connecting (no SETINFO, above), they are still on the socket, so
+        # the check refuses the connection ("Connection has data"), again and again. The
+        # pure-Python parser's check reads through TLS, which takes the tickets in.
+        made.connection_pool.connection_kwargs["parser_class"] = _RESP2Parser
+    return made
 
 
 _REDIS_ARGS = inspect.signature(redis.Redis.__init__).parameters

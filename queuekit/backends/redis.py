@@ -86,7 +86,7 @@ from .._serializers import RawSerializer, Serializer, dumps_many, get_serializer
 from .._urls import Param, QueueURL, bind_params
 from .._urls import parse_url as _parse_url
 from . import _redis_scripts as lua
-from ._redis_connection import CONNECTION_PARAMS, OWN_PARAMS, TLS_PARAMS, connection
+from ._redis_connection import CONNECTION_PARAMS, OWN_PARAMS, TLS_PARAMS, client, connection
 
 __all__ = ["MAX_MESSAGE_SIZE", "Message", "RedisQueue"]
 
@@ -181,7 +181,7 @@ class RedisQueue(QueueBase[T]):
     def _fresh_process(self) -> None:
         """This process's own connection and consumer: set at open, and again after a fork."""
         self._pid = os.getpid()
-        self._client = redis.Redis(**self._connect)
+        self._client = client(self._connect)
         # Connections for scripts, held until close() (which disconnects the whole pool).
         self._spare: list[Any] = []
         self._shas = {name: lua.sha1(getattr(lua, name)) for name in _SCRIPT_NAMES}
@@ -217,7 +217,12 @@ class RedisQueue(QueueBase[T]):
         return has, durable
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"maxsize={self._maxsize}"
+        if self._closed:
+            state = "closed"
+        elif hasattr(self, "_maxsize"):
+            state = f"maxsize={self._maxsize}"
+        else:  # shown in the traceback of a failed open
+            state = "opening"
         return f"<RedisQueue {self._shown} key={self._keys.key!r} {state}>"
 
     def __reduce__(self) -> Any:
