@@ -6,6 +6,7 @@ import __future__
 import importlib
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import typing
 import zipfile
@@ -127,6 +128,15 @@ def test_wheel_ships_py_typed_and_entry_points(tmp_path: Path) -> None:
     assert "queuekit = queuekit._cli:main" in declared
     assert "queuekit = queuekit.pytest_plugin" in declared
     assert "queuekit = queuekit.testing._hypothesis_hook:setup" in declared
+    # Built here (the editable install has it), so the wheel has it too, tagged for this
+    # Python and platform; the source tree's own copy is not what it ships.
+    from queuekit.backends import _shm_segment
+
+    if _shm_segment._RING is not None:
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        assert f"queuekit/backends/_shm_ring{suffix}" in names
+        assert "-py3-none-any" not in wheel.name
+    assert len([n for n in names if n.endswith(".so")]) <= 1
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,14 @@ import importlib
 import multiprocessing
 import os
 import pickle
+import platform
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import time
 import zlib
@@ -76,6 +79,37 @@ def no_segment_leaks() -> Iterator[None]:
     assert not leaked, f"the shm:// tests left segments in {shm().SHM_DIR}: {sorted(leaked)}"
 
 
+def _compiled_due() -> str:
+    """Why the compiled put and get must be built here (hatch_build.py's conditions), or ''."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or os.environ.get(
+        "QUEUEKIT_BUILD_PURE"
+    ):
+        return ""
+    include = sysconfig.get_paths()["include"]
+    if not os.path.exists(f"{include}/Python.h") or not shutil.which("cc"):
+        return ""
+    return f"Linux on x86-64 with a C compiler and {include}/Python.h"
+
+
+@pytest.fixture(scope="module", autouse=True, params=["compiled", "python"])
+def put_get_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here twice: with the compiled put and get, and on the Python path alone. The
+    two must keep the same queue (and share one: see test_the_two_paths_share_a_queue)."""
+    env = segment().COMPILED_ENV
+    if request.param == "compiled" and segment()._RING is None:
+        due = _compiled_due()
+        if due:
+            pytest.fail(f"the compiled put and get are not built, though this is {due}")
+        pytest.skip("the compiled put and get cannot be built here")
+    before = os.environ.get(env)
+    os.environ[env] = "1" if request.param == "compiled" else "0"
+    yield request.param
+    if before is None:
+        del os.environ[env]
+    else:
+        os.environ[env] = before
+
+
 @pytest.fixture
 def name() -> Iterator[str]:
     """A fresh queue name, unlinked after the test whatever happened."""
@@ -132,6 +166,45 @@ def test_unrelated_process_attaches_by_url(name: str) -> None:
         back = [q.get(timeout=LONG) for _ in range(3)]
         assert back == [("echo", "one"), ("echo", {"two": 2}), ("echo", (3, b"\x00"))]
         assert q.qsize() == 0
+
+
+def test_the_two_paths_share_a_queue(name: str, put_get_path: str) -> None:
+    """A process on the compiled put and get and one on the Python path, on one small ring:
+    each echoes what the other puts, across many wrap-arounds, every byte and in order."""
+    if segment()._RING is None:
+        pytest.skip("the compiled put and get are not built here: there is one path")
+    count, small = 3000, "?capacity=4KiB&serializer=raw"
+    there, back = f"shm://{name}-there{small}", f"shm://{name}-back{small}"
+    script = textwrap.dedent(
+        f"""
+        import queuekit
+        there, back = queuekit.open({there!r}), queuekit.open({back!r})
+        assert there.info()["compiled"] is {put_get_path != "compiled"}
+        for _ in range({count}):
+            back.put(there.get(timeout={LONG}))
+        """
+    )
+    other = "0" if put_get_path == "compiled" else "1"
+    env = {**os.environ, segment().COMPILED_ENV: other}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    with queuekit.open(there) as q, queuekit.open(back) as r:
+        try:
+            echo = subprocess.Popen([sys.executable, "-c", script], env=env)
+            sent = [bytes([i % 251]) * (i % 300) for i in range(count)]
+            got = []
+            for item in sent:
+                q.put(item, timeout=LONG)
+                while True:  # take what came back, so that neither ring stays full
+                    try:
+                        got.append(r.get(block=False))
+                    except Empty:
+                        break
+            got += [r.get(timeout=LONG) for _ in range(count - len(got))]
+            assert echo.wait(LONG) == 0
+        finally:
+            shm().unlink(f"shm://{name}-there")
+            shm().unlink(f"shm://{name}-back")
+        assert got == sent
 
 
 def test_named_queue_persists_until_unlinked(name: str) -> None:
@@ -852,11 +925,12 @@ def test_blocked_get_sleeps() -> None:
         assert cpu / wall < 0.10, f"a get blocked on an idle queue used {cpu / wall:.1%} of a core"
 
 
-def test_info_and_repr(name: str) -> None:
+def test_info_and_repr(name: str, put_get_path: str) -> None:
     with queuekit.open(f"shm://{name}?capacity=1MiB&maxsize=9") as q:
         assert isinstance(q, shm().ShmQueue)
         q.put_many([1, 2])
         info = q.info()
+        assert info["compiled"] is (put_get_path == "compiled")
         assert info["name"] == name
         assert info["path"] == f"{shm().SHM_DIR}/queuekit-{name}"
         assert (info["capacity"], info["maxsize"], info["qsize"], info["unfinished"]) == (

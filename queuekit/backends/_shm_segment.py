@@ -16,6 +16,11 @@ then the head. Calls that need both ends at once (waiting, ``qsize``, ``join``, 
 take both locks, the put lock first. A process killed at any instant leaves each end's state
 from before or after its call, never a torn frame, and the kernel releases its locks.
 
+The usual put and get (one item in a frame of its own, no wrap-around, no checksum, no
+waiting) are also compiled (``_shm_ring.c``, built by ``hatch_build.py`` where it can be),
+doing exactly what the Python ones do, on the same memory: the two can share a queue. Each
+compiled call hands what is not usual to the Python path, having changed nothing.
+
 On x86 a putter reads the head (and a getter the tail) without the other lock, as the last
 version committed, and only when what it saw before is not enough: the head only grows, so an
 old one only understates the room, and the processor keeps the other end's copying and its
@@ -55,6 +60,7 @@ from .._urls import as_size
 
 __all__ = [
     "BATCH",
+    "COMPILED_ENV",
     "DATA_AT",
     "FRAME",
     "GETS",
@@ -120,6 +126,7 @@ _SLEEPERS_AT = {NOT_EMPTY_AT: PUT_AT + 48, NOT_FULL_AT: GET_AT + 88, TASKS_AT: G
 assert _GET_MUTEX_AT + MUTEX_BYTES <= PUT_AT
 assert PUT_AT + PUTS.size <= GET_AT
 assert GET_AT + GETS.size <= 4096
+
 _WORD = struct.Struct("<Q")
 _SLEEPERS = struct.Struct("<I")
 DATA_AT = 4096
@@ -133,6 +140,16 @@ _MAX_AREA = 0xFFFFFFFF
 _SPLIT = 1024  # the most payloads one cached struct splits
 _PADS = [bytes(-k & 7) for k in range(8)]  # the zeros after a payload, by its length's last bits
 _MASK32 = 0xFFFFFFFF
+
+COMPILED_ENV = "QUEUEKIT_SHM_COMPILED"
+"""Set to 0, it keeps the handles this process opens on the Python path of put and get."""
+_RING: type[Ring] | None
+try:
+    from ._shm_ring import LAYOUT, Ring
+except ImportError:  # not built here: see hatch_build.py
+    _RING = None
+else:  # not if built from another version of the layout
+    _RING = Ring if LAYOUT == (_PUT_MUTEX_AT, _GET_MUTEX_AT, PUT_AT, GET_AT, DATA_AT) else None
 
 
 def pad(n: int) -> int:
@@ -156,6 +173,7 @@ class Segment:
         "name",
         "pin",
         "put_mutex",
+        "ring",
         "tail_seen",
     )
     addr: int
@@ -202,6 +220,14 @@ class Segment:
         self.get_mutex = mutex_at(self.addr + _GET_MUTEX_AT)
         # What this process last saw of the other end: never ahead of it, as both only grow.
         self.tail_seen = self.head_seen = self.gets_seen = 0
+        # The usual put and get, compiled, where that was built (not for checksums).
+        self.ring: Ring | None = None
+        ring = _RING if _ORDERED and os.environ.get(COMPILED_ENV) != "0" else None
+        if ring is not None and not self.checksum:
+            self.ring = ring(
+                self.pin, self.addr, capacity, maxsize, min(capacity - 8, MAX_FRAME),
+                LOCK_SPINS, SPINS,
+            )  # fmt: skip
 
     @staticmethod
     def initialize(fd: int, capacity: int, maxsize: int, checksum: bool) -> None:

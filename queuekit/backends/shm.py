@@ -287,6 +287,12 @@ class ShmQueue(QueueBase[T]):
         if seg is None:
             seg = self._segment()
         data = self._dumps(item)
+        ring = seg.ring
+        if ring is not None:  # the usual case, compiled (no checksums there)
+            if (timeout is None or timeout >= 0 or not block) and ring.put(data):
+                return
+            self._push(seg, [data], None, block, timeout)
+            return
         # The usual case, written out: room, no waiting, no wrap-around.
         n = len(data)
         crc = zlib.crc32(data) if seg.checksum else 0
@@ -412,9 +418,21 @@ class ShmQueue(QueueBase[T]):
             seg = self._segment()
         if self._held and self._holds():
             return self._from_held(1)[0]
+        spin = True
+        ring = seg.ring
+        if ring is not None and (timeout is None or timeout >= 0 or not block):
+            # The usual case, compiled; it watches an empty queue for a while itself.
+            data = ring.get(block and (timeout is None or timeout > 0))
+            if data is not None:
+                try:
+                    got: T = self._loads(data)
+                except Exception:
+                    self._count_done()
+                    raise
+                return got
+            spin = False
         # The usual case, written out: an item there, in a frame of its own, not wrapped around.
         mm, mutex = seg.mm, seg.get_mutex
-        spin = True
         damaged = False
         while True:
             tried = mutex_trylock(mutex)
@@ -758,6 +776,7 @@ class ShmQueue(QueueBase[T]):
             "held": len(self._held) if self._held and self._holds() else 0,
             "shutdown": bool(shut),
             "checksum": seg.checksum,
+            "compiled": seg.ring is not None,
             "serializer": self._serializer.name,
         }
 
