@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -14,8 +15,15 @@ import queuekit
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
-def _fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+def _fds() -> set[tuple[int, int, int]]:
+    """This process's descriptors, each with what it is open on: a number closed (by the
+    garbage collector, say) and taken again by the queue counts as new."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone by now
+            st = os.stat(int(name))
+            found.add((int(name), st.st_dev, st.st_ino))
+    return found
 
 
 @pytest.mark.parametrize("url", ["mp://", "pipe://", "shm://"])
@@ -25,7 +33,7 @@ def test_descriptors_are_close_on_exec(url: str) -> None:
     try:
         q.put("x")  # some transports open what they need on first use
         assert q.get(timeout=5) == "x"
-        opened = {fd for fd in _fds() - before if os.path.exists(f"/proc/self/fd/{fd}")}
+        opened = {fd for fd, _, _ in _fds() - before}
         assert opened, f"{url} opened no descriptor; this test would prove nothing"
         inheritable = {
             fd: os.readlink(f"/proc/self/fd/{fd}") for fd in opened if os.get_inheritable(fd)
