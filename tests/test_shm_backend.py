@@ -687,6 +687,43 @@ def _commit_without_waking(q: ShmQueue[Any]) -> None:
     os.kill(os.getpid(), signal.SIGKILL)  # before the wake-up it owed
 
 
+def _churn(q: ShmQueue[Any], seconds: float) -> None:
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        q.put(i)
+        q.put_many([i, i])
+        q.get()
+        q.get_many(2)
+        for _ in range(3):
+            q.task_done()
+        i += 1
+
+
+def test_no_commit_is_ever_seen_half_written() -> None:
+    """Each end's state is committed in writes that never show a state it did not have: the
+    version word that chooses the current copy only ever grows. (struct's pack_into zeroes
+    the bytes it is given before it writes them: a commit written with it showed version 0,
+    and a process killed there left its end's counts at 0, the ring at their mercy.)"""
+    with queuekit.open("shm://") as q:
+        mm, put_version, get_version = q._seg.mm, segment().PUT_AT + 32, segment().GET_AT + 64  # type: ignore[attr-defined]
+        word = segment()._WORD
+        put_seen = get_seen = 0
+        with child(_churn, q, 2.0):
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                put_now = word.unpack_from(mm, put_version)[0]
+                get_now = word.unpack_from(mm, get_version)[0]
+                assert put_now >= put_seen, (
+                    f"the put end's version went from {put_seen} to {put_now}"
+                )
+                assert get_now >= get_seen, (
+                    f"the get end's version went from {get_seen} to {get_now}"
+                )
+                put_seen, get_seen = put_now, get_now
+        assert get_seen > 1000, f"only {get_seen} commits at the get end: the test proved little"
+
+
 def test_wake_up_lost_with_its_sender_is_made_up() -> None:
     with queuekit.open("shm://") as q:
         results: list[Any] = []

@@ -128,6 +128,8 @@ assert PUT_AT + PUTS.size <= GET_AT
 assert GET_AT + GETS.size <= 4096
 
 _WORD = struct.Struct("<Q")
+_PAIR = struct.Struct("<2Q")
+_QUAD = struct.Struct("<4Q")
 _SLEEPERS = struct.Struct("<I")
 DATA_AT = 4096
 FRAME = struct.Struct("<II")  # payload length, CRC-32 of the payload (0 without checksums)
@@ -292,15 +294,18 @@ class Segment:
         return words, head, sub, gets, done
 
     def commit_put(self, words: tuple[int, ...], tail: int, puts: int, shutdown: int) -> None:
-        """Make (tail, puts) the put end's state and tell the getters. The current copy is
-        written again unchanged, so that one write does it all in order: the copies, then the
-        version, then the not-empty word."""
-        t0, p0, t1, p1, version, seq, sleepers, _ = words
-        if version & 1:
-            t0, p0 = tail, puts
-        else:
-            t1, p1 = tail, puts
-        PUTS.pack_into(self.mm, PUT_AT, t0, p0, t1, p1, version + 1, seq + 1, sleepers, shutdown)
+        """Make (tail, puts) the put end's state and tell the getters: the other copy, then the
+        version that makes it current, then the not-empty word. Each is written whole, and
+        never with struct's ``pack_into``, which zeroes its bytes before it writes them: a
+        process killed there, or a reader without the lock, would see a state the queue
+        never had (its counts at 0)."""
+        mm, version = self.mm, words[4]
+        at = PUT_AT + 16 * ((version + 1) & 1)
+        mm[at : at + 16] = _PAIR.pack(tail, puts)
+        mm[PUT_AT + 32 : PUT_AT + 40] = _WORD.pack(version + 1)
+        mm[NOT_EMPTY_AT : NOT_EMPTY_AT + 8] = _WORD.pack(words[5] + 1)
+        if shutdown != words[7]:
+            mm[_SHUTDOWN_AT : _SHUTDOWN_AT + 4] = _SLEEPERS.pack(shutdown)
 
     def commit_get(
         self,
@@ -312,17 +317,16 @@ class Segment:
         tell: bool,
         tasks: bool,
     ) -> None:
-        """Make (head, sub, gets, done) the get end's state; ``tell`` the putters (the
-        not-full word) and the joiners (``tasks``)."""
-        h0, s0, g0, d0, h1, s1, g1, d1, version, not_full, tasks_seq, sleepers, joiners = words
-        if version & 1:
-            h0, s0, g0, d0 = head, sub, gets, done
-        else:
-            h1, s1, g1, d1 = head, sub, gets, done
-        GETS.pack_into(
-            self.mm, GET_AT, h0, s0, g0, d0, h1, s1, g1, d1, version + 1,
-            not_full + tell, tasks_seq + tasks, sleepers, joiners,
-        )  # fmt: skip
+        """Make (head, sub, gets, done) the get end's state, as ``commit_put`` does; ``tell``
+        the putters (the not-full word) and the joiners (``tasks``)."""
+        mm, version = self.mm, words[8]
+        at = GET_AT + 32 * ((version + 1) & 1)
+        mm[at : at + 32] = _QUAD.pack(head, sub, gets, done)
+        mm[GET_AT + 64 : GET_AT + 72] = _WORD.pack(version + 1)
+        if tell:
+            mm[NOT_FULL_AT : NOT_FULL_AT + 8] = _WORD.pack(words[9] + 1)
+        if tasks:
+            mm[TASKS_AT : TASKS_AT + 8] = _WORD.pack(words[10] + 1)
 
     # The other end, without its lock -----------------------------------------------------------
 
@@ -394,7 +398,7 @@ class Segment:
 
     def bump(self, at: int) -> None:
         """Tell the sleepers on the futex word at ``at`` that something changed."""
-        _WORD.pack_into(self.mm, at, _WORD.unpack_from(self.mm, at)[0] + 1)
+        self.mm[at : at + 8] = _WORD.pack(_WORD.unpack_from(self.mm, at)[0] + 1)
 
     def sleep(self, at: int, timeout: float | None) -> None:
         """Holding both locks: release them, sleep until the futex word at ``at`` changes (or
@@ -402,7 +406,7 @@ class Segment:
         system call."""
         mm, count_at = self.mm, _SLEEPERS_AT[at]
         expected = _WORD.unpack_from(mm, at)[0] & _MASK32
-        _SLEEPERS.pack_into(mm, count_at, _SLEEPERS.unpack_from(mm, count_at)[0] + 1)
+        mm[count_at : count_at + 4] = _SLEEPERS.pack(_SLEEPERS.unpack_from(mm, count_at)[0] + 1)
         self.release_both()
         try:
             futex_wait(self.addr + at, expected, SLICE if timeout is None else min(timeout, SLICE))
@@ -410,7 +414,7 @@ class Segment:
             self.take_both()
             # Never below 0: a count left by a sleeper that was killed is not paid back.
             sleepers = _SLEEPERS.unpack_from(mm, count_at)[0]
-            _SLEEPERS.pack_into(mm, count_at, max(sleepers - 1, 0))
+            mm[count_at : count_at + 4] = _SLEEPERS.pack(max(sleepers - 1, 0))
 
     def wake(self, at: int, count: int = WAKE_ALL) -> None:
         futex_wake(self.addr + at, count)

@@ -102,8 +102,7 @@ _START_METHODS = ("fork", "spawn", "forkserver")
 
 # Bound once for put and get: since Python 3.11 a method of a name bound by an import is called
 # through a bound method made on every call (no LOAD_METHOD for imported names), 7-10% of a put.
-_unpack_puts, _pack_puts = PUTS.unpack_from, PUTS.pack_into
-_unpack_gets, _pack_gets = GETS.unpack_from, GETS.pack_into
+_unpack_puts, _unpack_gets = PUTS.unpack_from, GETS.unpack_from
 _unpack_frame, _pack_frame = FRAME.unpack_from, FRAME.pack_into
 
 
@@ -301,7 +300,8 @@ class ShmQueue(QueueBase[T]):
         if tried:
             seg.take(mutex, tried)
         try:
-            t0, p0, t1, p1, version, seq, sleepers, shut = _unpack_puts(mm, PUT_AT)
+            words = _unpack_puts(mm, PUT_AT)
+            t0, p0, t1, p1, version, _, sleepers, shut = words
             tail, puts = (t1, p1) if version & 1 else (t0, p0)
             at = DATA_AT + tail % seg.capacity
             after = tail + 8 + ((n + 7) & ~7)
@@ -318,11 +318,7 @@ class ShmQueue(QueueBase[T]):
             if done:
                 _pack_frame(mm, at, n, crc)
                 mm[at + 8 : at + 8 + n] = data
-                if version & 1:
-                    t0, p0 = after, puts + 1
-                else:
-                    t1, p1 = after, puts + 1
-                _pack_puts(mm, PUT_AT, t0, p0, t1, p1, version + 1, seq + 1, sleepers, 0)
+                seg.commit_put(words, after, puts + 1, 0)
         finally:
             mutex_unlock(mutex)
         if not done:
@@ -439,10 +435,9 @@ class ShmQueue(QueueBase[T]):
             if tried:
                 seg.take(mutex, tried)
             try:
-                h0, s0, g0, d0, h1, s1, g1, d1, version, not_full, tasks, sleepers, joiners = (
-                    _unpack_gets(mm, GET_AT)
-                )
-                head, sub = (h1, s1) if version & 1 else (h0, s0)
+                words = _unpack_gets(mm, GET_AT)
+                version, sleepers = words[8], words[11]
+                head, sub, gets, done = words[4:8] if version & 1 else words[:4]
                 limit = seg.tail_seen
                 if (head >= limit and head >= (limit := seg.see_tail())) or (
                     timeout is not None and block and timeout < 0
@@ -456,14 +451,7 @@ class ShmQueue(QueueBase[T]):
                         data = mm[at + 8 : at + 8 + n]
                     else:
                         data, crc, after, sub = seg.read(head, sub, limit)
-                    if version & 1:
-                        h0, s0, g0, d0 = after, sub, g1 + 1, d1
-                    else:
-                        h1, s1, g1, d1 = after, sub, g0 + 1, d0
-                    _pack_gets(
-                        mm, GET_AT, h0, s0, g0, d0, h1, s1, g1, d1, version + 1,
-                        not_full + 1, tasks, sleepers, joiners,
-                    )  # fmt: skip
+                    seg.commit_get(words, after, sub, gets + 1, done, True, False)
             except Damaged:
                 data, damaged = None, True
             finally:
